@@ -1,0 +1,43 @@
+# Tasks of the course. The two commands a fresh machine needs are:
+#   make book            # set up, fetch data, execute every chapter (PROFILE=full), build the HTML book
+#   make test            # set up and run the whole test suite (unit tests, fast-profile run, book build)
+# Variables: PROFILE=fast|full, PYTHON=python3.11, VENV=.venv, MEDIMG_DATA_DIR=<mirror of the data>.
+
+PYTHON ?= python3
+VENV ?= .venv
+PROFILE ?= full
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: env data run book test unit student clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "the course pins Python 3.11; run make PYTHON=python3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+env: $(STAMP)
+
+data: env
+	$(PY) -m utils.data fetch --used
+
+run: data
+	$(PY) -m utils.run --profile $(PROFILE)
+
+book: run
+	$(PY) -m utils.book
+
+test: env
+	$(PY) -m pytest
+
+unit: env
+	$(PY) -m pytest -m "not slow"
+
+student: env
+	$(PY) -m utils.student
+
+clean:
+	rm -rf build student

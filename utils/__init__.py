@@ -1,0 +1,18 @@
+"""Shared, tested code of the course *Deep Learning for Medical Imaging Big Data*.
+
+Modules
+-------
+- :mod:`utils.course`    notebook set-up: profiles, seeds, determinism, environment facts
+- :mod:`utils.data`      dataset registry, checksummed resolution and downloads, loaders
+- :mod:`utils.imaging`   DICOM / NIfTI helpers: Hounsfield units, windowing, header audit
+- :mod:`utils.phantoms`  deterministic synthetic images with exact labels, masks and boxes
+- :mod:`utils.report`    metrics and timings a notebook reports to the run report
+- :mod:`utils.exercises` automatic exercise checks (pass/fail, never the answer)
+- :mod:`utils.run`       papermill runner that executes every chapter (``python -m utils.run``)
+- :mod:`utils.book`      assembles and builds the Jupyter Book (``python -m utils.book``)
+- :mod:`utils.student`   student edition without solutions (``python -m utils.student``)
+
+Submodules are imported lazily so that ``import utils`` stays cheap.
+"""
+
+__version__ = "0.1.0"

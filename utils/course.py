@@ -1,0 +1,116 @@
+"""Notebook set-up shared by every chapter: profiles, seeds, determinism.
+
+Each notebook starts with a ``parameters`` cell (``PROFILE = "full"``,
+``SEED = 0``) that papermill can override, then calls::
+
+    cfg = course.setup(PROFILE, SEED, fast=dict(epochs=2), full=dict(epochs=30))
+
+which validates the profile, seeds Python/NumPy/the Keras backend, turns on
+deterministic ops where the backend supports them, quiets TensorFlow's log
+noise, records backend and device in the run report, and returns the chosen
+profile's settings as an attribute-access namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from . import report
+
+PROFILES = ("fast", "full")
+
+
+def select_profile(profile: str, fast: dict[str, Any], full: dict[str, Any]) -> SimpleNamespace:
+    """Return the settings of ``profile`` ("fast" or "full") as a namespace.
+
+    Both dictionaries must have the same keys, so that a setting cannot exist
+    in one profile only.
+    """
+    if profile not in PROFILES:
+        raise ValueError(
+            f"PROFILE must be one of {PROFILES}, got {profile!r}; set it in the notebook's "
+            f"parameters cell or pass -p PROFILE fast to papermill"
+        )
+    if set(fast) != set(full):
+        raise ValueError(f"fast and full profiles define different settings: {sorted(set(fast) ^ set(full))}")
+    return SimpleNamespace(profile=profile, **(fast if profile == "fast" else full))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and (if Keras is importable) the Keras backend."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"SEED must be a non-negative integer, got {seed!r}")
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import keras
+    except ImportError:
+        return
+    keras.utils.set_random_seed(int(seed))
+
+
+def _enable_determinism() -> str:
+    """Turn on deterministic kernels for the active backend; return the backend name."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import keras
+    except ImportError:
+        return "none"
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
+        tf.config.experimental.enable_op_determinism()
+    elif backend == "torch":
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return backend
+
+
+def devices() -> list[str]:
+    """Names of the compute devices the active Keras backend sees."""
+    try:
+        import keras
+    except ImportError:
+        return ["cpu"]
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_logical_devices()]
+    if backend == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices()]
+    if backend == "torch":
+        import torch
+
+        return ["cuda:0"] if torch.cuda.is_available() else ["cpu"]
+    return ["cpu"]
+
+
+def setup(profile: str, seed: int = 0, *, fast: dict | None = None, full: dict | None = None,
+          keras_needed: bool = True) -> SimpleNamespace:
+    """Prepare a chapter: validate the profile, seed, make it deterministic, record the environment."""
+    cfg = select_profile(profile, fast or {}, full or {})
+    backend = _enable_determinism() if keras_needed else "not used"
+    seed_everything(seed)
+    facts = {"profile": profile, "seed": int(seed), "python": platform.python_version(),
+             "keras_backend": backend, "machine": platform.machine(), "cpu_count": os.cpu_count()}
+    if keras_needed:
+        import keras
+
+        facts["keras"] = keras.__version__
+        facts["devices"] = devices()
+    report.environment(**facts)
+    cfg.seed = int(seed)
+    return cfg

@@ -1,0 +1,121 @@
+"""Automatic checks for exercises: a clear pass/fail message, never the answer.
+
+Conventions (shared with :mod:`utils.student`):
+
+* the solution inside an exercise code cell sits between the lines
+  ``### BEGIN SOLUTION`` and ``### END SOLUTION``; the student edition
+  replaces that region with a ``raise NotImplementedError`` placeholder;
+* markdown cells that explain a solution carry the cell tag ``solution`` and
+  are dropped from the student edition.
+
+The check functions print one line (``✅ Exercise 1.2 passed`` or
+``❌ Exercise 1.2: not yet — <hint>``) and return ``True``/``False``.  When
+``MEDIMG_STRICT_EXERCISES=1`` (the runner sets it) a failure raises
+:class:`ExerciseFailed`, so a broken reference solution fails CI.
+
+Answers can be compared against a value computed in the notebook
+(:func:`check_value`, :func:`check_function`) or against a SHA-256 digest of
+the rounded answer (:func:`check_digest`), which keeps a short numeric or
+text answer out of the student's view.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+STRICT_ENV = "MEDIMG_STRICT_EXERCISES"
+BEGIN = "### BEGIN SOLUTION"
+END = "### END SOLUTION"
+
+
+class ExerciseFailed(AssertionError):
+    """Raised in strict mode when an exercise check fails."""
+
+
+class _NotAttempted(Exception):
+    pass
+
+
+def _report(exercise: str, ok: bool, hint: str, attempted: bool = True) -> bool:
+    if ok:
+        print(f"✅ Exercise {exercise} passed.")
+        return True
+    if not attempted:
+        message = f"❌ Exercise {exercise}: not attempted yet — replace the placeholder with your code."
+    else:
+        message = f"❌ Exercise {exercise}: not yet — {hint}"
+    print(message)
+    if os.environ.get(STRICT_ENV) == "1":
+        raise ExerciseFailed(message)
+    return False
+
+
+def _is_placeholder(value: Any) -> bool:
+    return value is None or value is Ellipsis
+
+
+def _close(a: Any, b: Any, rtol: float, atol: float) -> bool:
+    if isinstance(b, str) or isinstance(a, str):
+        return str(a).strip().lower() == str(b).strip().lower()
+    try:
+        a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    except (TypeError, ValueError):
+        return a == b
+    return a_arr.shape == b_arr.shape and bool(np.allclose(a_arr, b_arr, rtol=rtol, atol=atol, equal_nan=True))
+
+
+def check_value(exercise: str, answer: Any, expected: Any, *, rtol: float = 1e-6, atol: float = 0.0,
+                hint: str = "compare your steps with the text above") -> bool:
+    """Compare a value (number, array, tuple or text) with the expected one."""
+    if _is_placeholder(answer):
+        return _report(exercise, False, hint, attempted=False)
+    return _report(exercise, _close(answer, expected, rtol, atol), hint)
+
+
+def check_true(exercise: str, condition: Any, *, hint: str) -> bool:
+    """Pass when ``condition`` is truthy (for answers with many valid forms)."""
+    if _is_placeholder(condition):
+        return _report(exercise, False, hint, attempted=False)
+    return _report(exercise, bool(condition), hint)
+
+
+def check_function(exercise: str, fn: Callable, cases: Iterable[tuple[Sequence, Any]], *,
+                   rtol: float = 1e-6, atol: float = 0.0, hint: str = "test your function on a small input") -> bool:
+    """Call ``fn(*args)`` for each ``(args, expected)`` case and compare the results."""
+    try:
+        results = [(fn(*args), expected) for args, expected in cases]
+    except NotImplementedError:
+        return _report(exercise, False, hint, attempted=False)
+    except Exception as exc:  # the student's code raised: say what, not the answer
+        return _report(exercise, False, f"your function raised {type(exc).__name__}: {exc}. {hint}")
+    if any(_is_placeholder(r) for r, _ in results):
+        return _report(exercise, False, hint, attempted=False)
+    return _report(exercise, all(_close(r, e, rtol, atol) for r, e in results), hint)
+
+
+def answer_digest(value: Any, decimals: int | None = None) -> str:
+    """SHA-256 of a canonical text form of ``value`` (rounded to ``decimals`` if numeric)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+    else:
+        arr = np.asarray(value, dtype=float)
+        if decimals is not None:
+            arr = np.round(arr, decimals) + 0.0  # + 0.0 turns -0.0 into 0.0
+        text = ",".join(repr(float(v)) for v in arr.ravel())
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_digest(exercise: str, answer: Any, digest: str, *, decimals: int | None = None,
+                 hint: str = "compare your steps with the text above") -> bool:
+    """Compare the digest of ``answer`` (rounded to ``decimals``) with a stored digest."""
+    if _is_placeholder(answer):
+        return _report(exercise, False, hint, attempted=False)
+    try:
+        ok = answer_digest(answer, decimals) == digest
+    except (TypeError, ValueError):
+        ok = False
+    return _report(exercise, ok, hint)

@@ -1,0 +1,263 @@
+"""Execute the chapters with papermill and write the run report.
+
+``python -m utils.run --profile fast`` executes every ``notebooks/NN_*.ipynb``
+in order, with the ``PROFILE`` parameter injected, and
+
+* writes the executed copies to ``build/book/notebooks/`` (where the book
+  reads them; the committed notebooks stay without outputs);
+* measures each notebook's wall time and the peak resident memory of its
+  kernel (sampled every 0.2 s);
+* collects what the notebook reported through :mod:`utils.report` (metrics,
+  timings, datasets with checksums, backend and devices);
+* writes ``build/run_report.json`` (machine-readable) and
+  ``build/book/book/run_report.md`` (included by the book's
+  *Reproducibility report* page);
+* exits non-zero if any notebook failed, naming the notebook and the cell
+  that broke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from .exercises import STRICT_ENV
+from .report import RECORD_ENV
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUILD = REPO_ROOT / "build"
+STAGE = BUILD / "book"
+REPORT_JSON = BUILD / "run_report.json"
+REPORT_MD = STAGE / "book" / "run_report.md"
+PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "jax", "torch", "numpy", "scikit-learn", "scikit-image",
+            "matplotlib", "pydicom", "nibabel", "papermill", "jupyter-book", "jupyterlab")
+
+
+def discover(root: Path = REPO_ROOT, only: list[str] | None = None) -> list[Path]:
+    """The chapter notebooks in order, optionally filtered by name fragments."""
+    nbs = sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        unknown = [o for o in only if not any(o in p.name for p in nbs)]
+        if unknown:
+            raise SystemExit(f"no notebook matches {unknown}; notebooks are {[p.name for p in nbs]}")
+        nbs = [p for p in nbs if any(o in p.name for o in only)]
+    return nbs
+
+
+class PeakMemory:
+    """Sample the resident memory of this process's children (the kernel) in a thread."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _failed_cell(exc: Exception, executed: Path) -> dict:
+    """Locate the cell that raised, from papermill's error and the executed notebook."""
+    info = {"error": f"{getattr(exc, 'ename', type(exc).__name__)}: {getattr(exc, 'evalue', exc)}"}
+    try:
+        import nbformat
+
+        nb = nbformat.read(executed, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type == "code" and any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+                info["cell"] = i
+                info["cell_source"] = cell.source.strip().splitlines()[0][:120] if cell.source.strip() else ""
+                break
+    except Exception:  # the notebook may not have been written
+        pass
+    return info
+
+
+def execute(nb: Path, profile: str, out_dir: Path, record_dir: Path, timeout: int) -> dict:
+    """Execute one notebook; return its report entry (never raises on notebook errors)."""
+    import papermill as pm
+
+    out = out_dir / nb.name
+    record = record_dir / f"{nb.stem}.json"
+    record.unlink(missing_ok=True)
+    env_backup = {k: os.environ.get(k) for k in (RECORD_ENV, STRICT_ENV)}
+    os.environ[RECORD_ENV] = str(record)
+    os.environ[STRICT_ENV] = "1"
+    entry: dict = {"notebook": nb.name, "profile": profile}
+    start = time.perf_counter()
+    try:
+        with PeakMemory() as mem:
+            pm.execute_notebook(str(nb), str(out), parameters={"PROFILE": profile}, cwd=str(nb.parent),
+                                kernel_name="python3", progress_bar=sys.stderr.isatty(),
+                                request_save_on_cell_execute=True, execution_timeout=timeout)
+        entry["status"] = "ok"
+    except Exception as exc:  # papermill raises PapermillExecutionError for cell errors
+        entry["status"] = "failed"
+        entry.update(_failed_cell(exc, out))
+    finally:
+        for k, v in env_backup.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    entry["wall_s"] = round(time.perf_counter() - start, 1)
+    entry["peak_rss_mb"] = round(mem.peak / 2**20, 1)
+    if record.is_file():
+        entry.update(json.loads(record.read_text()))
+    return entry
+
+
+def environment() -> dict:
+    """Versions and machine facts of the runner's environment."""
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "notebooks", "utils"], cwd=REPO_ROOT,
+                                    capture_output=True, text=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", False
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
+            "cpu_count": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "keras_backend_env": os.environ.get("KERAS_BACKEND", "tensorflow (default)"),
+            "git_commit": commit + ("+local changes" if dirty else ""), "packages": versions}
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def render_markdown(report: dict) -> str:
+    """The run report as MyST markdown (tables), included by book/reproducibility.md."""
+    env = report["environment"]
+    lines = [f"Run of **{report['started']}** (UTC), profile **`{report['profile']}`**, "
+             f"total **{report['total_s'] / 60:.1f} min**, commit `{env['git_commit']}`.", "",
+             "| notebook | status | wall time | peak memory | backend | devices |", "|---|---|---|---|---|---|"]
+    for nb in report["notebooks"]:
+        e = nb.get("environment", {})
+        status = "✅ ok" if nb["status"] == "ok" else f"❌ {nb['status']}"
+        lines.append(f"| `{nb['notebook']}` | {status} | {nb['wall_s']:.1f} s | {nb['peak_rss_mb']:.0f} MiB | "
+                     f"{e.get('keras_backend', '–')} | {', '.join(e.get('devices', [])) or '–'} |")
+    for nb in report["notebooks"]:
+        lines += ["", f"## `{nb['notebook']}`", ""]
+        if nb["status"] != "ok":
+            lines += [f"Failed in cell {nb.get('cell', '?')} (`{nb.get('cell_source', '')}`): {nb.get('error', '')}", ""]
+        if nb.get("metrics"):
+            lines += ["| metric | value | target |", "|---|---|---|"]
+            for name, m in nb["metrics"].items():
+                unit = f" {m['unit']}" if m.get("unit") else ""
+                lines.append(f"| {name} | {_fmt(m['value'])}{unit} | {m.get('target', '')} |")
+            lines.append("")
+        if nb.get("timings"):
+            lines += ["| timing | seconds | throughput |", "|---|---|---|"]
+            for name, t in nb["timings"].items():
+                thr = f"{t['per_second']:.0f} {t['item']}/s" if t.get("per_second") else ""
+                lines.append(f"| {name} | {t['seconds']:.1f} | {thr} |")
+            lines.append("")
+        if nb.get("datasets"):
+            lines += ["| dataset | file | source | sha256 |", "|---|---|---|---|"]
+            for d in nb["datasets"]:
+                lines.append(f"| {d['dataset']} | `{d['file']}` | {d['source']} | `{d['sha256'][:16]}…` |")
+            lines.append("")
+    lines += ["", "## Environment", "", f"- Python {env['python']} on {env['platform']}",
+              f"- CPU: {env['cpu']} ({env['cpu_count']} cores), {env['memory_gb']} GiB memory",
+              f"- Keras backend: {env['keras_backend_env']}", "",
+              "| package | version |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in env["packages"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m utils.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", choices=("fast", "full"), default=os.environ.get("PROFILE", "full"))
+    parser.add_argument("--only", nargs="*", help="run only notebooks whose name contains one of these")
+    parser.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
+    args = parser.parse_args(argv)
+
+    nbs = discover(only=args.only)
+    out_dir = STAGE / "notebooks"
+    record_dir = BUILD / "records"
+    for d in (out_dir, record_dir, REPORT_MD.parent):
+        d.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    entries = []
+    for i, nb in enumerate(nbs, 1):
+        print(f"[{i}/{len(nbs)}] {nb.name} (profile {args.profile}) ...", flush=True)
+        entry = execute(nb, args.profile, out_dir, record_dir, args.timeout)
+        entries.append(entry)
+        if entry["status"] == "ok":
+            print(f"[{i}/{len(nbs)}] {nb.name}: ok in {entry['wall_s']:.1f} s, peak {entry['peak_rss_mb']:.0f} MiB",
+                  flush=True)
+        else:
+            print(f"[{i}/{len(nbs)}] {nb.name}: FAILED in cell {entry.get('cell', '?')} "
+                  f"({entry.get('cell_source', '')!r}): {entry.get('error', '')}", file=sys.stderr, flush=True)
+    report = {"profile": args.profile, "started": started.strftime("%Y-%m-%d %H:%M"),
+              "total_s": round(time.perf_counter() - t0, 1), "environment": environment(), "notebooks": entries}
+    if args.only:  # keep the entries of notebooks not re-run this time
+        if REPORT_JSON.is_file():
+            old = json.loads(REPORT_JSON.read_text())
+            if old.get("profile") == args.profile:
+                ran = {e["notebook"] for e in entries}
+                report["notebooks"] = sorted([e for e in old["notebooks"] if e["notebook"] not in ran] + entries,
+                                             key=lambda e: e["notebook"])
+    REPORT_JSON.write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    REPORT_MD.write_text(render_markdown(report))
+    failed = [e["notebook"] for e in entries if e["status"] != "ok"]
+    print(f"run report: {REPORT_JSON} ({len(entries) - len(failed)}/{len(entries)} ok, "
+          f"{report['total_s'] / 60:.1f} min)")
+    if failed:
+        print(f"failed notebooks: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
