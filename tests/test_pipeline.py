@@ -1,0 +1,110 @@
+"""End to end: every chapter through the runner (fast profile), the report, the student edition, the book.
+
+These are the slow tests (minutes); `pytest -m "not slow"` skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from utils import data, run, student
+
+ROOT = Path(__file__).resolve().parent.parent
+HTML = run.STAGE / "_build" / "html"
+pytestmark = pytest.mark.slow
+
+# Log lines that TensorFlow and friends write to stderr; none may reach a rendered page.
+NOISE = ("oneDNN", "TF_ENABLE_ONEDNN_OPTS", "cuda_", "cpu_feature_guard", "absl::InitializeLog",
+         "Kernel is running over TCP", "computation placer")
+
+
+def _python(*args: str, timeout: int) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def fast_run():
+    proc = _python("-m", "utils.run", "--profile", "fast", timeout=40 * 60)
+    assert proc.returncode == 0, f"runner failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(run.REPORT_JSON.read_text())
+
+
+@pytest.fixture(scope="module")
+def built_book(fast_run):
+    proc = _python("-m", "utils.book", timeout=20 * 60)
+    assert proc.returncode == 0, f"book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return HTML
+
+
+def test_every_notebook_ran_ok_under_the_fast_profile(fast_run):
+    names = [p.name for p in run.discover()]
+    assert [e["notebook"] for e in fast_run["notebooks"]] == names
+    for entry in fast_run["notebooks"]:
+        assert entry["status"] == "ok", entry
+        assert entry["profile"] == "fast"
+        assert entry["wall_s"] > 0 and entry["peak_rss_mb"] > 50
+        assert entry["metrics"], f"{entry['notebook']} reported no metrics"
+        assert entry["environment"]["profile"] == "fast"
+        executed = nbformat.read(run.STAGE / "notebooks" / entry["notebook"], as_version=4)
+        assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
+
+
+def test_report_lists_verified_datasets_declared_in_the_registry(fast_run):
+    reg = data.registry()
+    for entry in fast_run["notebooks"]:
+        stem = Path(entry["notebook"]).stem
+        assert entry["datasets"], f"{stem} read no dataset through the data layer"
+        for d in entry["datasets"]:
+            assert re.fullmatch(r"[0-9a-f]{64}", d["sha256"])
+            assert d["source"] in {"data_dir", "cache", "download", "pypi"}
+            assert stem in reg[d["dataset"]].extra.get("used_by", []), (
+                f"{stem} reads {d['dataset']} but data/registry.toml does not list it in used_by")
+    env = fast_run["environment"]
+    assert env["packages"]["keras"].startswith("3.")
+    assert env["cpu_count"] >= 1
+
+
+def test_committed_notebooks_stay_clean_after_a_run(fast_run):
+    for path in run.discover():
+        nb = nbformat.read(path, as_version=4)
+        assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), path
+
+
+def test_student_edition_cli_removes_every_solution(tmp_path):
+    proc = _python("-m", "utils.student", "--out", str(tmp_path), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for path in run.discover():
+        original = nbformat.read(path, as_version=4)
+        edition = nbformat.read(tmp_path / path.name, as_version=4)
+        text = "\n".join(c.source for c in edition.cells)
+        leaked = [line for line in student.solution_texts(original) if line in text]
+        assert not leaked, f"{path.name}: solution lines in the student edition: {leaked[:3]}"
+        if any(student.BEGIN in c.source for c in original.cells):
+            assert student.PLACEHOLDER in text
+
+
+def test_book_renders_every_chapter_with_figures_and_no_log_noise(built_book):
+    for path in run.discover():
+        page = built_book / "notebooks" / f"{path.stem}.html"
+        html = page.read_text()
+        assert "<img" in html, f"{page} has no figure"
+        for noise in NOISE:
+            assert noise not in html, f"{page} shows log noise {noise!r}"
+        assert "Traceback" not in html
+    report = (built_book / "book" / "reproducibility.html").read_text()
+    for path in run.discover():
+        assert path.name in report
+    assert "peak memory" in report
+
+
+def test_book_has_the_front_and_back_matter(built_book):
+    for page in ("book/index", "book/preface", "book/how_to_run", "book/glossary", "book/references"):
+        assert (built_book / f"{page}.html").is_file(), page
