@@ -4,6 +4,8 @@ Modules
 -------
 - :mod:`utils.course`    notebook set-up: profiles, seeds, determinism, environment facts
 - :mod:`utils.data`      dataset registry, checksummed resolution and downloads, loaders
+- :mod:`utils.metrics`   ACC/AUC (MedMNIST protocol), sensitivity, specificity, bootstrap CIs, ECE
+- :mod:`utils.reference` NumPy convolution, pooling and attention, checked against Keras layers
 - :mod:`utils.imaging`   DICOM / NIfTI helpers: Hounsfield units, windowing, header audit
 - :mod:`utils.phantoms`  deterministic synthetic images with exact labels, masks and boxes
 - :mod:`utils.report`    metrics and timings a notebook reports to the run report

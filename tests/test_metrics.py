@@ -1,0 +1,92 @@
+"""Behaviour of utils.metrics against hand-computed values and scikit-learn."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from utils import metrics
+
+
+def test_binary_report_counts_and_rates():
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    p = np.array([0.9, 0.6, 0.4, 0.2, 0.7, 0.1, 0.3, 0.8])
+    r = metrics.binary_report(y, p, threshold=0.5)
+    assert (r.tp, r.fn, r.tn, r.fp) == (3, 1, 3, 1)
+    assert r.sensitivity == 0.75 and r.specificity == 0.75
+    assert r.balanced_accuracy == 0.75 and r.ppv == 0.75 and r.npv == 0.75 and r.accuracy == 0.75
+
+
+def test_threshold_is_strict():
+    r = metrics.binary_report([1, 0], [0.5, 0.5], threshold=0.5)
+    assert r.tp == 0 and r.tn == 1  # p == threshold counts as negative, as in the MedMNIST evaluator
+
+
+def test_medmnist_auc_binary_and_multiclass():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(y * 0.3 + rng.uniform(size=200) * 0.7, 0, 1)
+    assert metrics.medmnist_auc(y, p) == pytest.approx(roc_auc_score(y, p))
+    assert metrics.medmnist_auc(y, np.stack([1 - p, p], 1)) == pytest.approx(roc_auc_score(y, p))
+    y3 = rng.integers(0, 3, 300)
+    s3 = rng.dirichlet(np.ones(3), 300) + np.eye(3)[y3] * 0.5
+    s3 /= s3.sum(1, keepdims=True)
+    expected = np.mean([roc_auc_score(y3 == k, s3[:, k]) for k in range(3)])
+    assert metrics.medmnist_auc(y3, s3) == pytest.approx(expected)
+    assert metrics.medmnist_auc(y3, s3) == pytest.approx(roc_auc_score(y3, s3, multi_class="ovr", average="macro"))
+
+
+def test_medmnist_acc():
+    assert metrics.medmnist_acc([0, 1, 1], [0.2, 0.7, 0.4]) == pytest.approx(2 / 3)
+    assert metrics.medmnist_acc([2, 0], [[0.1, 0.2, 0.7], [0.5, 0.4, 0.1]]) == 1.0
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="labels"):
+        metrics.medmnist_auc([0, 1, 0], [0.1, 0.9])
+
+
+def test_threshold_for_sensitivity_reaches_the_target_and_is_the_highest():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 500)
+    p = np.clip(0.35 * y + rng.uniform(size=500) * 0.65, 0, 1)
+    for target in (0.8, 0.9, 0.95, 1.0):
+        t = metrics.threshold_for_sensitivity(y, p, target)
+        assert metrics.binary_report(y, p, t).sensitivity >= target
+        higher = np.nextafter(np.sort(p[y == 1])[::-1][int(np.ceil(target * (y == 1).sum())) - 1], np.inf)
+        assert metrics.binary_report(y, p, higher).sensitivity < target
+    with pytest.raises(ValueError, match="target"):
+        metrics.threshold_for_sensitivity(y, p, 0)
+
+
+def test_bootstrap_ci_contains_point_and_narrows_with_more_data():
+    rng = np.random.default_rng(2)
+
+    def make(n):
+        y = rng.integers(0, 2, n)
+        return y, np.clip(0.3 * y + rng.uniform(size=n) * 0.7, 0, 1)
+
+    y, p = make(100)
+    point, lo, hi = metrics.bootstrap_ci(metrics.medmnist_auc, y, p, n_boot=300, seed=0)
+    assert lo <= point <= hi
+    assert metrics.bootstrap_ci(metrics.medmnist_auc, y, p, n_boot=300, seed=0) == (point, lo, hi)  # seeded
+    y2, p2 = make(2000)
+    _, lo2, hi2 = metrics.bootstrap_ci(metrics.medmnist_auc, y2, p2, n_boot=300, seed=0)
+    assert hi2 - lo2 < hi - lo
+
+
+def test_ece_zero_for_perfect_calibration_and_positive_for_overconfidence():
+    # in each bin the accuracy equals the confidence exactly
+    conf = np.repeat([0.55, 0.75, 0.95], 20)
+    correct = np.concatenate([np.arange(20) < 11, np.arange(20) < 15, np.arange(20) < 19])
+    y = np.where(correct, 1, 0)
+    p = conf  # predicts class 1 with confidence conf
+    assert metrics.expected_calibration_error(y, p) == pytest.approx(0.0, abs=1e-12)
+    assert metrics.expected_calibration_error(np.zeros(10, int), np.full(10, 0.99)) == pytest.approx(0.99)
+
+
+def test_reliability_curve_counts_cover_all_cases():
+    rng = np.random.default_rng(3)
+    s = rng.dirichlet(np.ones(4), 250)
+    conf, acc, count = metrics.reliability_curve(rng.integers(0, 4, 250), s, n_bins=10)
+    assert count.sum() == 250 and len(conf) == 10
+    assert np.all(np.isnan(conf[count == 0]))

@@ -1,0 +1,153 @@
+"""Classification metrics as the medical imaging field reports them, built on scikit-learn.
+
+* :func:`medmnist_auc` / :func:`medmnist_acc` follow the MedMNIST v2 evaluator
+  (Yang et al. 2023), so numbers are comparable with its benchmark table:
+  binary tasks use the positive-class score (ACC at threshold 0.5);
+  multi-class and ordinal tasks average the one-vs-rest AUC over classes
+  (ACC by arg-max).
+* :func:`binary_report` gives sensitivity, specificity, balanced accuracy,
+  PPV/NPV at a threshold, from :func:`sklearn.metrics.confusion_matrix`.
+* :func:`bootstrap_ci` gives percentile confidence intervals by resampling
+  test cases (the unit a clinician cares about) with a fixed seed.
+* :func:`expected_calibration_error` and :func:`reliability_curve` measure
+  calibration (Guo et al. 2017).
+* :func:`threshold_for_sensitivity` picks an operating point on the ROC curve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from sklearn import metrics as skm
+
+
+def _scores_2d(y_score: np.ndarray) -> np.ndarray:
+    s = np.asarray(y_score, dtype=float)
+    if s.ndim == 1:  # a single positive-class probability per case
+        s = np.stack([1.0 - s, s], axis=1)
+    if s.ndim != 2:
+        raise ValueError(f"y_score must be (N,) or (N, n_classes), got shape {s.shape}")
+    return s
+
+
+def _labels_1d(y_true: np.ndarray, n: int) -> np.ndarray:
+    y = np.asarray(y_true).reshape(-1)
+    if len(y) != n:
+        raise ValueError(f"y_true has {len(y)} labels but y_score has {n} rows")
+    return y.astype(int)
+
+
+def medmnist_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """AUC as in the MedMNIST evaluator: positive-class AUC (binary) or mean one-vs-rest AUC."""
+    s = _scores_2d(y_score)
+    y = _labels_1d(y_true, len(s))
+    if s.shape[1] == 2:
+        return float(skm.roc_auc_score(y, s[:, 1]))
+    aucs = [skm.roc_auc_score((y == k).astype(int), s[:, k]) for k in range(s.shape[1]) if 0 < (y == k).sum() < len(y)]
+    return float(np.mean(aucs))
+
+
+def medmnist_acc(y_true: np.ndarray, y_score: np.ndarray, threshold: float = 0.5) -> float:
+    """Accuracy as in the MedMNIST evaluator: threshold 0.5 (binary) or arg-max (multi-class)."""
+    s = _scores_2d(y_score)
+    y = _labels_1d(y_true, len(s))
+    pred = (s[:, 1] > threshold).astype(int) if s.shape[1] == 2 else s.argmax(axis=1)
+    return float(skm.accuracy_score(y, pred))
+
+
+@dataclass(frozen=True)
+class BinaryReport:
+    """Operating-point metrics of a binary classifier at ``threshold``."""
+
+    threshold: float
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+    sensitivity: float  # recall of the positive class, TP / (TP + FN)
+    specificity: float  # TN / (TN + FP)
+    balanced_accuracy: float
+    ppv: float  # precision, TP / (TP + FP)
+    npv: float  # TN / (TN + FN)
+    accuracy: float
+
+
+def _ratio(a: int, b: int) -> float:
+    return float(a / b) if b else float("nan")
+
+
+def binary_report(y_true: np.ndarray, p_positive: np.ndarray, threshold: float = 0.5) -> BinaryReport:
+    """Confusion-matrix metrics at a threshold on the positive-class probability (> threshold = positive)."""
+    p = np.asarray(p_positive, dtype=float).reshape(-1)
+    y = _labels_1d(y_true, len(p))
+    pred = (p > threshold).astype(int)
+    tn, fp, fn, tp = (int(v) for v in skm.confusion_matrix(y, pred, labels=[0, 1]).ravel())
+    sens, spec = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
+    return BinaryReport(threshold=float(threshold), tp=tp, fp=fp, tn=tn, fn=fn, sensitivity=sens,
+                        specificity=spec, balanced_accuracy=(sens + spec) / 2, ppv=_ratio(tp, tp + fp),
+                        npv=_ratio(tn, tn + fn), accuracy=_ratio(tp + tn, len(y)))
+
+
+def threshold_for_sensitivity(y_true: np.ndarray, p_positive: np.ndarray, target: float) -> float:
+    """The highest threshold whose sensitivity (with ``p > t`` positive) is at least ``target``."""
+    if not 0 < target <= 1:
+        raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
+    p = np.asarray(p_positive, dtype=float).reshape(-1)
+    y = _labels_1d(y_true, len(p))
+    pos = np.sort(p[y == 1])[::-1]
+    if len(pos) == 0:
+        raise ValueError("y_true has no positive case")
+    k = int(np.ceil(target * len(pos) - 1e-9))  # need at least k positives strictly above t
+    return float(np.nextafter(pos[k - 1], -np.inf))
+
+
+def bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], y_true: np.ndarray, y_score: np.ndarray, *,
+                 n_boot: int = 1000, alpha: float = 0.05, seed: int = 0, stratified: bool = True
+                 ) -> tuple[float, float, float]:
+    """Point estimate and percentile (1 - alpha) confidence interval by resampling cases.
+
+    Stratified resampling keeps the class counts of each replicate equal to the
+    original ones, so every replicate has both classes (AUC stays defined).
+    """
+    y = np.asarray(y_true).reshape(-1)
+    s = np.asarray(y_score)
+    if len(s) != len(y):
+        raise ValueError(f"y_true has {len(y)} labels but y_score has {len(s)} rows")
+    rng = np.random.default_rng(seed)
+    point = float(metric(y, s))
+    groups = [np.flatnonzero(y == c) for c in np.unique(y)] if stratified else [np.arange(len(y))]
+    stats = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
+        stats[b] = metric(y[idx], s[idx])
+    lo, hi = np.nanpercentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return point, float(lo), float(hi)
+
+
+def reliability_curve(y_true: np.ndarray, y_score: np.ndarray, n_bins: int = 10
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per confidence bin: mean confidence, accuracy, and count (top-label calibration).
+
+    For binary scores given as (N,) the confidence is that of the predicted label.
+    Empty bins are returned with NaN confidence/accuracy and count 0.
+    """
+    s = _scores_2d(y_score)
+    y = _labels_1d(y_true, len(s))
+    conf = s.max(axis=1)
+    correct = (s.argmax(axis=1) == y).astype(float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    count = np.bincount(which, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(which, weights=conf, minlength=n_bins) / count
+        acc = np.bincount(which, weights=correct, minlength=n_bins) / count
+    return mean_conf, acc, count
+
+
+def expected_calibration_error(y_true: np.ndarray, y_score: np.ndarray, n_bins: int = 10) -> float:
+    """ECE = sum over bins of (n_b / N) * |accuracy_b - confidence_b| (equal-width bins)."""
+    conf, acc, count = reliability_curve(y_true, y_score, n_bins)
+    keep = count > 0
+    return float(np.sum(count[keep] / count.sum() * np.abs(acc[keep] - conf[keep])))
