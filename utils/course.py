@@ -39,16 +39,29 @@ def select_profile(profile: str, fast: dict[str, Any], full: dict[str, Any]) -> 
         )
     if set(fast) != set(full):
         raise ValueError(f"fast and full profiles define different settings: {sorted(set(fast) ^ set(full))}")
+    reserved = sorted({"profile", "seed"} & set(fast))
+    if reserved:
+        raise ValueError(f"{reserved} are set by course.setup itself; rename these profile settings")
     return SimpleNamespace(profile=profile, **(fast if profile == "fast" else full))
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and (if Keras is importable) the Keras backend."""
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"SEED must be a non-negative integer, got {seed!r}")
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"SEED must be an integer in [0, 2**32), got {seed!r}")
+    return int(seed)
+
+
+def seed_everything(seed: int, *, with_keras: bool = True) -> None:
+    """Seed Python, NumPy and (if ``with_keras`` and Keras is importable) the Keras backend.
+
+    ``with_keras=False`` does not import Keras (and its backend), for chapters that do not use it.
+    """
+    seed = _check_seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)
     np.random.seed(seed)
+    if not with_keras:
+        return
     try:
         import keras
     except ImportError:
@@ -102,8 +115,9 @@ def setup(profile: str, seed: int = 0, *, fast: dict | None = None, full: dict |
           keras_needed: bool = True) -> SimpleNamespace:
     """Prepare a chapter: validate the profile, seed, make it deterministic, record the environment."""
     cfg = select_profile(profile, fast or {}, full or {})
+    seed = _check_seed(seed)  # before the slow backend import
     backend = _enable_determinism() if keras_needed else "not used"
-    seed_everything(seed)
+    seed_everything(seed, with_keras=keras_needed)
     facts = {"profile": profile, "seed": int(seed), "python": platform.python_version(),
              "keras_backend": backend, "machine": platform.machine(), "cpu_count": os.cpu_count()}
     if keras_needed:

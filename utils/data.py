@@ -31,9 +31,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import http.client
 import importlib.metadata
 import io
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -117,8 +119,11 @@ class Dataset:
                     f"{[Path(f.path).name for f in self.files]}"
                 )
             return self.files[0]
+        for f in self.files:  # an exact path wins over a file name shared by two folders
+            if f.path == name:
+                return f
         for f in self.files:
-            if f.path == name or Path(f.path).name == name:
+            if Path(f.path).name == name:
                 return f
         raise DataError(
             f"dataset {self.name!r} has no file {name!r}; its files are "
@@ -132,23 +137,57 @@ class Dataset:
 
 
 _META_KEYS = {"title", "kind", "description", "licence", "citation", "homepage", "bibkey", "pypi", "files"}
+_REQUIRED_KEYS = {"title", "kind", "description", "licence", "citation", "homepage", "files"}
+_FILE_KEYS = {"path", "sha256", "md5", "size", "url", "member"}
+_DIGEST_LENGTHS = {"sha256": 64, "md5": 32}
+
+
+def _check_file_entry(where: str, f: object) -> DataFile:
+    """Validate one ``[[name.files]]`` table of the registry."""
+    if not isinstance(f, dict):
+        raise DataError(f"{where}: each entry of 'files' must be a table, got {f!r}")
+    unknown = set(f) - _FILE_KEYS
+    if unknown:
+        raise DataError(f"{where}: unknown file keys {sorted(unknown)} (allowed: {sorted(_FILE_KEYS)})")
+    if not isinstance(f.get("path"), str) or not f["path"]:
+        raise DataError(f"{where}: a file has no 'path'")
+    df = DataFile(**f)
+    if Path(df.path).is_absolute() or ".." in Path(df.path).parts:
+        raise DataError(f"{where}: file path {df.path!r} must be relative, inside the data directory")
+    if not df.checksums():
+        raise DataError(f"{where}: file {df.path!r} has no sha256 or md5")
+    for algo, value in df.checksums().items():
+        if (not isinstance(value, str) or len(value) != _DIGEST_LENGTHS[algo]
+                or any(c not in "0123456789abcdefABCDEF" for c in value)):
+            raise DataError(f"{where}: file {df.path!r} has a malformed {algo} {value!r} "
+                            f"({_DIGEST_LENGTHS[algo]} hex digits expected)")
+    if df.size is not None and (not isinstance(df.size, int) or df.size < 0):
+        raise DataError(f"{where}: file {df.path!r} has an invalid size {df.size!r}")
+    return df
 
 
 def load_registry(path: Path | str = REGISTRY_PATH) -> dict[str, Dataset]:
-    """Parse the registry TOML into :class:`Dataset` objects, validating each entry."""
+    """Parse the registry TOML into :class:`Dataset` objects, validating each entry.
+
+    Raises :class:`DataError` for a missing metadata key, a file without a
+    well-formed checksum, unknown file keys, or a ``member`` (a file inside a
+    PyPI distribution) in a dataset that names no ``pypi`` distribution.
+    """
     path = Path(path)
     with path.open("rb") as fh:
         raw = tomllib.load(fh)
     out: dict[str, Dataset] = {}
     for name, entry in raw.items():
-        missing = {"title", "kind", "description", "licence", "citation", "homepage", "files"} - set(entry)
+        if not isinstance(entry, dict):
+            raise DataError(f"{path}: {name!r} must be a table ([\"{name}\"]), got {entry!r}")
+        missing = _REQUIRED_KEYS - set(entry)
         if missing:
             raise DataError(f"{path}: dataset {name!r} lacks {sorted(missing)}")
+        if not isinstance(entry["files"], list) or not entry["files"]:
+            raise DataError(f"{path}: dataset {name!r} must list at least one [[\"{name}\".files]] entry")
         files = []
         for f in entry["files"]:
-            df = DataFile(**f)
-            if not df.checksums():
-                raise DataError(f"{path}: file {df.path!r} of {name!r} has no sha256 or md5")
+            df = _check_file_entry(f"{path}: dataset {name!r}", f)
             if df.member and not entry.get("pypi"):
                 raise DataError(f"{path}: {name!r} has a 'member' but no 'pypi' distribution")
             files.append(df)
@@ -217,49 +256,67 @@ def file_digests(path: Path | str, algorithms: Iterable[str] = ("sha256",)) -> d
     return {a: h.hexdigest() for a, h in hashers.items()}
 
 
-_VERIFIED: dict[tuple[str, int, int], str] = {}
+_VERIFIED: dict[tuple, str] = {}
+
+
+def _mismatch(path: Path, df: DataFile) -> tuple[str | None, str | None]:
+    """``(problem, sha256)``: what is wrong with ``path`` against ``df`` (``None`` if nothing)."""
+    size = path.stat().st_size
+    if df.size is not None and size != df.size:
+        return f"size is {size} bytes, the registry pins {df.size} for {df.path!r}", None
+    digests = file_digests(path, {"sha256", *df.checksums()})
+    for algo, expected in df.checksums().items():
+        if digests[algo] != expected.lower():
+            return f"{algo} is {digests[algo]}, the registry pins {expected} for {df.path!r}", None
+    return None, digests["sha256"]
 
 
 def verify_file(path: Path | str, df: DataFile) -> str:
     """Check size and every pinned checksum of ``path``; return its sha256.
 
     Raises :class:`ChecksumError` naming the file, the expected and the
-    actual values.  Results are memoised per (path, size, mtime).
+    actual values.  Results are memoised per (file, size, mtime, pinned values).
     """
     path = Path(path)
     st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, df.size,
+           tuple(sorted(df.checksums().items())))
     if key in _VERIFIED:
         return _VERIFIED[key]
-    if df.size is not None and st.st_size != df.size:
+    problem, sha256 = _mismatch(path, df)
+    if problem:
         raise ChecksumError(
-            f"{path}: size is {st.st_size} bytes, the registry pins {df.size} for {df.path!r}. "
-            f"The file is truncated or a different version; delete it and fetch again "
-            f"(`python -m utils.data fetch`)"
+            f"{path}: {problem}. The file is truncated, corrupted or a different version; "
+            f"delete it and fetch again (`python -m utils.data fetch`)"
         )
-    digests = file_digests(path, {"sha256", *df.checksums()})
-    for algo, expected in df.checksums().items():
-        if digests[algo] != expected.lower():
-            raise ChecksumError(
-                f"{path}: {algo} is {digests[algo]}, the registry pins {expected} for {df.path!r}. "
-                f"The file is corrupted or a different version; delete it and fetch again "
-                f"(`python -m utils.data fetch`)"
-            )
-    _VERIFIED[key] = digests["sha256"]
-    return digests["sha256"]
+    _VERIFIED[key] = sha256
+    return sha256
 
 
 # ---------------------------------------------------------------------------
 # fetching
 # ---------------------------------------------------------------------------
 
+def _new_temp_file(folder: Path, prefix: str, suffix: str) -> Path:
+    """Create an empty, uniquely named file in ``folder`` with the mode ``open()`` would give it.
+
+    (``tempfile.mkstemp`` makes 0600 files, which would leave a shared cache unreadable to others.)
+    """
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # the umask applies
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"could not create a temporary file in {folder}")
+
+
 @contextlib.contextmanager
 def _atomic_target(dest: Path):
     """Yield a temporary path beside ``dest``; move it into place only on success."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temp_file(dest.parent, f".{dest.name}.", ".part")
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
@@ -274,11 +331,19 @@ def download(url: str, dest: Path, df: DataFile, *, timeout: float = 60.0, progr
     file with the pinned checksums is renamed to ``dest``.  Any failure
     (network, interruption, checksum) removes the temporary file.
     """
+    def not_found(reason: str) -> DatasetNotFoundError:
+        return DatasetNotFoundError(
+            f"could not download {url} ({reason}). Fetch it by hand and put it at {dest} "
+            f"or under ${DATA_DIR_ENV}/{df.path}"
+        )
+
     with _atomic_target(dest) as tmp:
         req = urllib.request.Request(url, headers={"User-Agent": "medimg-course-data/1.0"})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp, open(tmp, "wb") as out:
-                total = int(resp.headers.get("Content-Length") or 0) or df.size
+                length = resp.headers.get("Content-Length")
+                length = int(length) if length and length.isdigit() else None
+                total = length or df.size
                 done, last = 0, -1
                 for block in iter(lambda: resp.read(CHUNK), b""):
                     out.write(block)
@@ -288,12 +353,18 @@ def download(url: str, dest: Path, df: DataFile, *, timeout: float = 60.0, progr
                         if pct // 10 != last:
                             last = pct // 10
                             print(f"  {dest.name}: {done / 1e6:.1f}/{total / 1e6:.1f} MB", file=sys.stderr)
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise DatasetNotFoundError(
-                f"could not download {url} ({exc}). Fetch it by hand and put it at {dest} "
-                f"or under ${DATA_DIR_ENV}/{df.path}"
-            ) from exc
-        verify_file(tmp, df)
+        except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
+            raise not_found(str(exc) or type(exc).__name__) from exc
+        # http.client returns a short body without an error when the server closes early
+        if length is not None and done != length:
+            raise not_found(f"the connection closed after {done} of {length} bytes")
+        problem, _ = _mismatch(tmp, df)
+        if problem:
+            raise ChecksumError(
+                f"the file downloaded from {url} is not the one the registry pins ({problem}); "
+                f"nothing was written to {dest}. The source may have changed: check "
+                f"data/registry.toml against it"
+            )
     return dest
 
 
@@ -345,13 +416,19 @@ def fetch_from_pypi(ds: Dataset, files: Iterable[DataFile], dest_root: Path) -> 
     otherwise downloads the distribution once with pip and reads the members
     from the archive.  Every file is checksum-verified and written atomically.
     """
+    def check(tmp: Path, df: DataFile, origin: str) -> None:
+        problem, _ = _mismatch(tmp, df)
+        if problem:
+            raise ChecksumError(f"{df.member} from {origin} is not the file the registry pins ({problem}); "
+                                f"nothing was written to {dest_root / df.path}")
+
     pending = []
     for df in files:
         src = _installed_member(ds.pypi, df.member)
         if src is not None:
             with _atomic_target(dest_root / df.path) as tmp:
                 shutil.copyfile(src, tmp)
-                verify_file(tmp, df)
+                check(tmp, df, f"the installed {ds.pypi} ({src})")
         else:
             pending.append(df)
     if not pending:
@@ -365,7 +442,7 @@ def fetch_from_pypi(ds: Dataset, files: Iterable[DataFile], dest_root: Path) -> 
                 raise DatasetNotFoundError(f"{archive.name} has no member {df.member!r}") from exc
             with _atomic_target(dest_root / df.path) as tmp:
                 tmp.write_bytes(payload)
-                verify_file(tmp, df)
+                check(tmp, df, archive.name)
 
 
 def _how_to_get(ds: Dataset, df: DataFile) -> str:
@@ -393,19 +470,22 @@ def locate(name: str, file: str | None = None, *, download_ok: bool = True) -> P
     root = data_dir()
     candidates = [("data_dir", root / df.path)] if root else []
     candidates.append(("cache", cache_dir() / df.path))
+    dropped = ""
     for source, path in candidates:
         if path.is_file():
             try:
                 sha = verify_file(path, df)
-            except ChecksumError:
+            except ChecksumError as exc:
                 if source == "cache":  # our own cache: a bad copy is replaced below
                     path.unlink()
+                    dropped = f" (the cached copy was corrupt and has been deleted: {exc})"
                     continue
                 raise
             report.record_dataset(ds.name, df.path, sha, source)
             return path
     if not download_ok:
-        raise DatasetNotFoundError(f"{ds.name}/{df.path} is not available offline: {_how_to_get(ds, df)}")
+        raise DatasetNotFoundError(
+            f"{ds.name}/{df.path} is not available offline: {_how_to_get(ds, df)}{dropped}")
     dest = cache_dir() / df.path
     if df.url:
         print(f"Downloading {ds.name} ({df.path}) from {df.url}", file=sys.stderr)
@@ -432,7 +512,7 @@ def is_available(name: str, file: str | None = None) -> bool:
 def fetch(name: str) -> list[Path]:
     """Resolve every file of a dataset (downloading what is missing)."""
     ds = dataset(name)
-    return [locate(name, Path(f.path).name) for f in ds.files]
+    return [locate(name, f.path) for f in ds.files]
 
 
 # ---------------------------------------------------------------------------
@@ -508,8 +588,12 @@ def _cifar10_from_archive(path: Path) -> tuple[np.ndarray, ...]:
             if split is None:
                 continue
             batch = pickle.load(tf.extractfile(info), encoding="bytes")  # noqa: S301 (checksum-verified file)
-            xs[split].append(batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            rows = np.asarray(batch[b"data"], dtype=np.uint8)  # N × 3072: the R, G and B planes, row-major
+            xs[split].append(rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             ys[split].append(np.asarray(batch[b"labels"], dtype=np.int64))
+    empty = [s for s in ("train", "test") if not xs[s]]
+    if empty:
+        raise DataError(f"{path} has no {' or '.join(empty)} batches; it is not the CIFAR-10 python archive")
     return (np.concatenate(xs["train"]), np.concatenate(ys["train"]),
             np.concatenate(xs["test"]), np.concatenate(ys["test"]))
 
@@ -527,10 +611,16 @@ def _cifar10_from_jpeg_zip(path: Path, sha256: str) -> tuple[np.ndarray, ...]:
     with zipfile.ZipFile(path) as zf:
         for name in sorted(n for n in zf.namelist() if n.endswith(".jpg")):
             parts = Path(name).parts  # cifar10-jpeg/<split>/<class>/NNNN.jpg
-            split, cls = parts[-3], parts[-2]
+            split, cls = (parts[-3], parts[-2]) if len(parts) >= 3 else ("", "")
+            if split not in xs or cls not in index:
+                raise DataError(f"{path}: unexpected member {name!r}; expected <split>/<class>/NNNN.jpg with split "
+                                f"train or test and class one of {CIFAR10_CLASSES}")
             with Image.open(io.BytesIO(zf.read(name))) as im:
                 xs[split].append(np.asarray(im.convert("RGB"), dtype=np.uint8))
             ys[split].append(index[cls])
+    empty = [s for s in ("train", "test") if not xs[s]]
+    if empty:
+        raise DataError(f"{path} has no {' or '.join(empty)} images")
     arrays = (np.stack(xs["train"]), np.asarray(ys["train"], np.int64),
               np.stack(xs["test"]), np.asarray(ys["test"], np.int64))
     with _atomic_target(derived) as tmp:
@@ -552,9 +642,16 @@ def load_cifar10() -> CIFAR10:
         path = locate("cifar10-jpeg")
         sha = verify_file(path, dataset("cifar10-jpeg").file())
         arrays, copy = _cifar10_from_jpeg_zip(path, sha), "JPEG mirror"
+    return _cifar10_checked(arrays, path, copy)
+
+
+def _cifar10_checked(arrays: tuple[np.ndarray, ...], path: Path, copy: str,
+                     expected: tuple[int, int] = (50000, 10000)) -> CIFAR10:
+    """Wrap decoded arrays in :class:`CIFAR10` after checking the split sizes."""
     x_train, y_train, x_test, y_test = arrays
-    if (len(x_train), len(x_test)) != (50000, 10000):
-        raise DataError(f"{path}: expected 50000/10000 images, found {len(x_train)}/{len(x_test)}")
+    if (len(x_train), len(x_test)) != expected or (len(y_train), len(y_test)) != (len(x_train), len(x_test)):
+        raise DataError(f"{path}: expected {expected[0]}/{expected[1]} images and as many labels, found "
+                        f"{len(x_train)}/{len(x_test)} images and {len(y_train)}/{len(y_test)} labels")
     return CIFAR10(x_train, y_train, x_test, y_test, copy=copy, path=path)
 
 
@@ -571,9 +668,16 @@ def _fmt_size(n: int | None) -> str:
     return "unknown" if n is None else f"{n / 1e6:.1f} MB"
 
 
+def _status(ds: Dataset) -> str:
+    try:
+        return "available" if all(is_available(ds.name, f.path) for f in ds.files) else "missing"
+    except ChecksumError:
+        return "CORRUPT"
+
+
 def _cmd_list(args) -> int:
     for ds in registry().values():
-        status = "available" if all(is_available(ds.name, Path(f.path).name) for f in ds.files) else "missing"
+        status = _status(ds)
         print(f"{ds.name:22s} {_fmt_size(ds.size):>10s}  {status:9s}  {ds.title}")
         if args.verbose:
             print(f"{'':22s} licence: {ds.licence}\n{'':22s} cite: {ds.citation}")
@@ -607,7 +711,7 @@ def _cmd_verify(args) -> int:
     for name in _names(args):
         for f in dataset(name).files:
             try:
-                p = locate(name, Path(f.path).name, download_ok=False)
+                p = locate(name, f.path, download_ok=False)
                 print(f"ok      {name}: {p}")
             except DatasetNotFoundError:
                 print(f"missing {name}: {f.path}")

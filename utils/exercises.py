@@ -64,7 +64,10 @@ def _close(a: Any, b: Any, rtol: float, atol: float) -> bool:
     try:
         a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     except (TypeError, ValueError):
-        return a == b
+        try:
+            return bool(a == b)
+        except (TypeError, ValueError):  # e.g. an elementwise comparison with no single truth value
+            return False
     return a_arr.shape == b_arr.shape and bool(np.allclose(a_arr, b_arr, rtol=rtol, atol=atol, equal_nan=True))
 
 
@@ -80,7 +83,12 @@ def check_true(exercise: str, condition: Any, *, hint: str) -> bool:
     """Pass when ``condition`` is truthy (for answers with many valid forms)."""
     if _is_placeholder(condition):
         return _report(exercise, False, hint, attempted=False)
-    return _report(exercise, bool(condition), hint)
+    try:
+        ok = bool(condition)
+    except (TypeError, ValueError):  # an array with several elements has no single truth value
+        return _report(exercise, False, f"the condition must be a single True/False, got {type(condition).__name__}. "
+                                        f"{hint}")
+    return _report(exercise, ok, hint)
 
 
 def check_function(exercise: str, fn: Callable, cases: Iterable[tuple[Sequence, Any]], *,
@@ -104,7 +112,8 @@ def answer_digest(value: Any, decimals: int | None = None) -> str:
     else:
         arr = np.asarray(value, dtype=float)
         if decimals is not None:
-            arr = np.round(arr, decimals) + 0.0  # + 0.0 turns -0.0 into 0.0
+            arr = np.round(arr, decimals)
+        arr = arr + 0.0  # + 0.0 turns -0.0 into 0.0, with or without rounding
         text = ",".join(repr(float(v)) for v in arr.ravel())
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +29,37 @@ def _flush() -> None:
         return
     path = Path(target)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(_record, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    text = json.dumps(_record, indent=1, sort_keys=True)  # fails here, before any file is touched
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:  # unlike mkstemp's 0600, the umask decides the mode
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _plain(value: Any) -> Any:
-    """Convert numpy scalars / arrays to JSON-friendly Python values."""
+    """Convert numpy (or Keras backend) scalars / arrays to JSON-friendly Python values.
+
+    Works through lists, tuples and dicts; non-finite floats become the strings
+    ``"nan"``, ``"inf"``, ``"-inf"`` (JSON has no such numbers).  Raises
+    :class:`TypeError` for a value that has no JSON form.
+    """
+    if hasattr(value, "numpy") and callable(value.numpy) and not hasattr(value, "tolist"):
+        value = value.numpy()  # a TensorFlow tensor
     if hasattr(value, "tolist"):
         value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    return value
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    raise TypeError(f"cannot record {value!r} ({type(value).__name__}) in the run report; "
+                    f"pass a number, a string, or a list/array of them")
 
 
 def metric(name: str, value: Any, *, unit: str | None = None, target: str | None = None,
@@ -55,7 +73,7 @@ def metric(name: str, value: Any, *, unit: str | None = None, target: str | None
     entry = {"value": _plain(value)}
     for key, val in (("unit", unit), ("target", target), ("split", split)):
         if val is not None:
-            entry[key] = val
+            entry[key] = _plain(val)
     _record["metrics"][name] = entry
     _flush()
     return value
@@ -63,13 +81,17 @@ def metric(name: str, value: Any, *, unit: str | None = None, target: str | None
 
 def timing(name: str, seconds: float, *, n_items: int | None = None, item: str = "images") -> dict:
     """Record a training/evaluation time and, with ``n_items``, its throughput (items/s)."""
-    if seconds < 0:
-        raise ValueError(f"timing {name!r}: seconds must be >= 0, got {seconds}")
+    if not name or not isinstance(name, str):
+        raise ValueError(f"timing name must be a non-empty string, got {name!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"timing {name!r}: seconds must be a finite number >= 0, got {seconds}")
+    if n_items is not None and n_items < 0:
+        raise ValueError(f"timing {name!r}: n_items must be >= 0, got {n_items}")
     entry: dict[str, Any] = {"seconds": round(float(seconds), 3)}
     if n_items is not None:
         entry["n_items"] = int(n_items)
         entry["item"] = item
-        entry["per_second"] = round(n_items / seconds, 1) if seconds > 0 else None
+        entry["per_second"] = round(float(n_items / seconds), 1) if seconds > 0 else None
     _record["timings"][name] = entry
     _flush()
     return entry

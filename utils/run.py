@@ -85,20 +85,40 @@ class PeakMemory:
         self._thread.join()
 
 
+# cells papermill adds to the executed copy: the injected parameters, and on failure an
+# error banner at the top and an anchor before the failing cell
+_PAPERMILL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
+
+
+def _first_line(source: str) -> str:
+    return source.strip().splitlines()[0][:120] if source.strip() else ""
+
+
 def _failed_cell(exc: Exception, executed: Path) -> dict:
-    """Locate the cell that raised, from papermill's error and the executed notebook."""
+    """Locate the cell that raised, from papermill's error and the executed notebook.
+
+    ``cell`` is the index of the failing cell in the *source* notebook (the cells
+    papermill inserts into the executed copy are not counted), so that it points at
+    the cell an author has to fix.
+    """
     info = {"error": f"{getattr(exc, 'ename', type(exc).__name__)}: {getattr(exc, 'evalue', exc)}"}
     try:
         import nbformat
 
         nb = nbformat.read(executed, as_version=4)
-        for i, cell in enumerate(nb.cells):
+        index = 0
+        for cell in nb.cells:
+            if _PAPERMILL_TAGS & set(cell.get("metadata", {}).get("tags", [])):
+                continue
             if cell.cell_type == "code" and any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
-                info["cell"] = i
-                info["cell_source"] = cell.source.strip().splitlines()[0][:120] if cell.source.strip() else ""
+                info["cell"] = index
+                info["cell_source"] = _first_line(cell.source)
                 break
+            index += 1
     except Exception:  # the notebook may not have been written
         pass
+    if "cell_source" not in info and isinstance(getattr(exc, "source", None), str):
+        info["cell_source"] = _first_line(exc.source)
     return info
 
 

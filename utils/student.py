@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 import sys
 from pathlib import Path
 
@@ -31,12 +32,31 @@ class SolutionMarkerError(ValueError):
     """A cell's solution markers are unbalanced."""
 
 
+# anything that looks like a marker: "# begin solution", "#### END SOLUTION (a)", ...
+_MARKER_LIKE = re.compile(r"^\s*#+\s*(BEGIN|END)\s+SOLUTION\b", re.IGNORECASE | re.MULTILINE)
+
+
+def _check_marker(line: str, where: str) -> None:
+    """A line that looks like a marker must be exactly the marker, or its region would leak."""
+    if line.strip() not in (BEGIN, END) and _MARKER_LIKE.match(line):
+        raise SolutionMarkerError(
+            f"{where}: malformed solution marker {line.strip()!r}; write the line exactly "
+            f"{BEGIN!r} or {END!r} (alone on its line)"
+        )
+
+
 def strip_solution_source(source: str, where: str = "cell") -> str:
-    """Replace each marked solution region of ``source`` by a placeholder line."""
+    """Replace each marked solution region of ``source`` by a placeholder line.
+
+    The placeholder keeps the indentation of the ``### BEGIN SOLUTION`` line.
+    Raises :class:`SolutionMarkerError` for nested, unclosed, unopened or
+    malformed markers.
+    """
     out: list[str] = []
     inside = False
     for line in source.splitlines():
         stripped = line.strip()
+        _check_marker(line, where)
         if stripped == BEGIN:
             if inside:
                 raise SolutionMarkerError(f"{where}: nested {BEGIN!r}")
@@ -83,7 +103,7 @@ def student_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbfor
         if "solution" in tags:
             continue
         if cell.cell_type == "code":
-            if BEGIN in cell.source:
+            if _MARKER_LIKE.search(cell.source):
                 cell.source = strip_solution_source(cell.source, f"{name} cell {i}")
                 tags = [t for t in tags if t not in {"hide-input", "hide-cell"}]
             cell.outputs = []

@@ -1,0 +1,80 @@
+"""requirements.txt and environment.yml pin the same environment, and the venv is that environment."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from conftest import REPO_ROOT
+
+
+def normalised(line: str) -> tuple[str, str, str]:
+    req = Requirement(line)
+    return canonicalize_name(req.name), str(req.specifier), str(req.marker or "")
+
+
+def requirements_txt() -> list[str]:
+    lines = []
+    for raw in (REPO_ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines():
+        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        if line:
+            lines.append(line)
+    return lines
+
+
+def environment_yml() -> dict:
+    return yaml.safe_load((REPO_ROOT / "environment.yml").read_text(encoding="utf-8"))
+
+
+def pip_section(env: dict) -> list[str]:
+    sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(sections) == 1, "environment.yml must have exactly one pip section"
+    return [str(x) for x in sections[0]]
+
+
+def test_requirements_parse_and_are_pinned():
+    reqs = [Requirement(line) for line in requirements_txt()]
+    assert reqs, "requirements.txt lists nothing"
+    for req in reqs:
+        specs = list(req.specifier)
+        assert len(specs) == 1 and specs[0].operator == "==", f"{req} is not pinned with =="
+
+
+def test_requirements_and_environment_yml_agree():
+    txt = [normalised(line) for line in requirements_txt()]
+    yml = [normalised(line) for line in pip_section(environment_yml())]
+    assert len(txt) == len(set(txt)), "duplicate lines in requirements.txt"
+    assert len(yml) == len(set(yml)), "duplicate lines in environment.yml"
+    only_txt = sorted(set(txt) - set(yml))
+    only_yml = sorted(set(yml) - set(txt))
+    assert not only_txt and not only_yml, f"only in requirements.txt: {only_txt}; only in environment.yml: {only_yml}"
+
+
+def test_environment_yml_pins_python_311():
+    env = environment_yml()
+    deps = [d for d in env["dependencies"] if isinstance(d, str)]
+    pythons = [d for d in deps if d.replace(" ", "").startswith("python=") or d.strip() == "python"]
+    assert [p.replace(" ", "") for p in pythons] in (["python=3.11"], ["python=3.11.*"]), pythons
+    assert "pip" in deps
+    assert env.get("name")
+
+
+def test_the_running_python_is_311():
+    assert sys.version_info[:2] == (3, 11)
+
+
+@pytest.mark.parametrize("line", requirements_txt())
+def test_installed_versions_match_the_pins(line):
+    req = Requirement(line)
+    if req.marker is not None and not req.marker.evaluate():
+        pytest.skip(f"{req.name} is not for this platform ({req.marker})")
+    try:
+        installed = importlib.metadata.version(req.name)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail(f"{req.name} is pinned in requirements.txt but not installed (make env)")
+    assert req.specifier.contains(installed, prereleases=True), f"{req.name} {installed} installed, pinned {req}"

@@ -1,0 +1,91 @@
+"""The committed chapters follow the template (CONTRIBUTING.md) and their student editions leak nothing."""
+
+from __future__ import annotations
+
+import ast
+
+import nbformat
+import pytest
+
+from conftest import CHECK_CALL, REPO_ROOT, leaked_lines
+from utils import student
+from utils.exercises import BEGIN, END
+
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+VOLATILE_NOTEBOOK_KEYS = {"widgets", "papermill", "execution"}
+VOLATILE_CELL_KEYS = {"execution", "papermill", "ExecuteTime", "collapsed", "scrolled"}
+
+
+def test_there_are_chapters():
+    assert NOTEBOOKS, "no notebooks/NN_*.ipynb found"
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def chapter(request):
+    """``(file name, notebook)`` of one committed chapter."""
+    return request.param.name, nbformat.read(request.param, as_version=4)
+
+
+def code_cells(nb):
+    return [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+
+
+def test_valid_nbformat(chapter):
+    nbformat.validate(chapter[1])
+
+
+def test_no_outputs_and_no_execution_counts(chapter):
+    name, nb = chapter
+    dirty = [i for i, c in code_cells(nb) if c.get("outputs") or c.get("execution_count") is not None]
+    assert not dirty, f"{name}: cells {dirty} have outputs or execution counts; clear them before committing"
+
+
+def test_parameters_cell(chapter):
+    name, nb = chapter
+    tagged = [(i, c) for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{name}: {len(tagged)} cells are tagged 'parameters'; exactly one is required"
+    index, cell = tagged[0]
+    assert cell.cell_type == "code"
+    assigned = {}
+    for stmt in ast.parse(cell.source).body:
+        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name), \
+            f"{name}: the parameters cell may only assign PROFILE and SEED, found {ast.unparse(stmt)!r}"
+        assigned[stmt.targets[0].id] = ast.literal_eval(stmt.value)
+    assert set(assigned) == {"PROFILE", "SEED"}, f"{name}: the parameters cell assigns {sorted(assigned)}"
+    assert assigned["PROFILE"] == "full"
+    assert type(assigned["SEED"]) is int and assigned["SEED"] >= 0
+    first_code = code_cells(nb)[0][0]
+    assert index == first_code, f"{name}: the parameters cell must be the first code cell"
+
+
+def test_kernelspec(chapter):
+    name, nb = chapter
+    ks = nb.metadata.get("kernelspec", {})
+    assert ks.get("name") == "python3" and ks.get("language") == "python", ks
+
+
+def test_no_volatile_metadata(chapter):
+    name, nb = chapter
+    found = sorted(VOLATILE_NOTEBOOK_KEYS & set(nb.metadata))
+    assert not found, f"{name}: notebook metadata has {found}"
+    for i, cell in enumerate(nb.cells):
+        found = sorted(VOLATILE_CELL_KEYS & set(cell.get("metadata", {})))
+        assert not found, f"{name} cell {i}: metadata has {found}"
+
+
+def test_student_edition_leaks_no_solution(chapter):
+    name, nb = chapter
+    leaks = leaked_lines(nb, student.student_notebook(nb, name))
+    assert not leaks, f"{name}: solution lines in the student edition: {leaks}"
+
+
+def test_exercise_cells_end_with_a_check(chapter):
+    name, nb = chapter
+    for i, cell in code_cells(nb):
+        lines = [line.strip() for line in cell.source.splitlines()]
+        if BEGIN not in lines:
+            continue
+        after = "\n".join(cell.source.splitlines()[max(j for j, s in enumerate(lines) if s == END) + 1:])
+        assert CHECK_CALL.search(after), (f"{name} cell {i}: a solution must be followed by a check from "
+                                          f"utils.exercises (check_function/check_value/check_digest/check_true)")
+        assert "hide-input" in cell.metadata.get("tags", []), f"{name} cell {i}: tag it hide-input"

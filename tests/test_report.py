@@ -1,0 +1,165 @@
+"""Tests of utils.report: what a notebook reports reaches the JSON record, atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from utils import report
+
+
+@pytest.fixture
+def record(tmp_path, monkeypatch):
+    path = tmp_path / "records" / "nb.json"  # the folder does not exist yet
+    monkeypatch.setenv(report.RECORD_ENV, str(path))
+    return path
+
+
+def read(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_without_record_env_nothing_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert report.metric("acc", 0.5) == 0.5
+    assert report.current()["metrics"] == {"acc": {"value": 0.5}}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_metric_writes_the_record(record):
+    value = np.float32(0.875)
+    assert report.metric("accuracy", value, unit="%", target=">= 0.8", split="test") is value
+    assert read(record) == {"metrics": {"accuracy": {"value": 0.875, "unit": "%", "target": ">= 0.8",
+                                                     "split": "test"}},
+                            "timings": {}, "datasets": [], "environment": {}}
+    report.metric("loss", 1)
+    on_disk = read(record)
+    assert on_disk == report.current() and set(on_disk["metrics"]) == {"accuracy", "loss"}
+    assert on_disk["metrics"]["loss"] == {"value": 1}  # only the keys that were given
+
+
+def test_numpy_values_are_converted(record):
+    report.metric("i", np.int64(7))
+    report.metric("b", np.bool_(True))
+    report.metric("arr", np.array([[1, 2], [3, 4]], dtype=np.uint8))
+    report.metric("nan", np.float64("nan"))
+    report.metric("mixed", [np.float32(0.5), float("inf"), (np.int32(2), -np.inf)])
+    report.metric("d", {"a": np.float16(0.25), 3: np.array([1.5])})
+    metrics = read(record)["metrics"]
+    assert metrics["i"]["value"] == 7 and type(metrics["i"]["value"]) is int
+    assert metrics["b"]["value"] is True
+    assert metrics["arr"]["value"] == [[1, 2], [3, 4]]
+    assert metrics["nan"]["value"] == "nan"
+    assert metrics["mixed"]["value"] == [0.5, "inf", [2, "-inf"]]
+    assert metrics["d"]["value"] == {"a": 0.25, "3": [1.5]}
+    assert "NaN" not in record.read_text() and "Infinity" not in record.read_text()  # strict JSON
+
+
+def test_tensor_like_values_are_converted(record):
+    class FakeTensor:  # like a TensorFlow EagerTensor: .numpy() but no .tolist()
+        def numpy(self):
+            return np.array([0.25, 0.75])
+
+    report.metric("t", FakeTensor())
+    assert read(record)["metrics"]["t"]["value"] == [0.25, 0.75]
+
+
+def test_unserialisable_value_raises_and_does_not_poison_the_record(record):
+    report.metric("ok", 1.0)
+    before = record.read_text()
+    with pytest.raises(TypeError, match=r"cannot record .*object"):
+        report.metric("bad", object())
+    with pytest.raises(TypeError):
+        report.environment(thing={1, 2})
+    assert record.read_text() == before
+    assert "bad" not in report.current()["metrics"]
+    report.metric("after", 2.0)  # later calls still work
+    assert set(read(record)["metrics"]) == {"ok", "after"}
+    assert [p.name for p in record.parent.iterdir()] == ["nb.json"]
+
+
+@pytest.mark.parametrize("name", ["", None, 3])
+def test_metric_name_must_be_a_string(name):
+    with pytest.raises(ValueError, match="metric name"):
+        report.metric(name, 1)
+
+
+def test_writes_are_atomic(record, monkeypatch):
+    report.metric("first", 1)
+    good = record.read_text()
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(report.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        report.metric("second", 2)
+    assert record.read_text() == good  # the previous record is intact ...
+    assert [p.name for p in record.parent.iterdir()] == ["nb.json"]  # ... and no temporary file is left
+
+
+def test_record_file_mode_follows_the_umask(record):
+    old = os.umask(0o022)
+    try:
+        report.metric("x", 1)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(record.stat().st_mode) == 0o644
+
+
+def test_timing_throughput(record):
+    entry = report.timing("train", 2.0, n_items=1000)
+    assert entry == {"seconds": 2.0, "n_items": 1000, "item": "images", "per_second": 500.0}
+    report.timing("eval", np.float64(0.12345), n_items=np.int64(10), item="volumes")
+    report.timing("setup", 1.5)
+    report.timing("instant", 0, n_items=5)
+    timings = read(record)["timings"]
+    assert timings["train"] == entry
+    assert timings["eval"] == {"seconds": 0.123, "n_items": 10, "item": "volumes", "per_second": 81.0}
+    assert timings["setup"] == {"seconds": 1.5}
+    assert timings["instant"]["per_second"] is None
+
+
+@pytest.mark.parametrize("seconds", [-0.001, -5, float("nan"), float("inf")])
+def test_timing_rejects_invalid_seconds(record, seconds):
+    with pytest.raises(ValueError, match=r"'train': seconds must be a finite number >= 0"):
+        report.timing("train", seconds, n_items=10)
+    assert report.current()["timings"] == {} and not record.exists()
+
+
+def test_timing_rejects_negative_items():
+    with pytest.raises(ValueError, match="n_items"):
+        report.timing("train", 1.0, n_items=-1)
+
+
+def test_record_dataset_deduplicates(record):
+    report.record_dataset("tiny", "tiny/a.bin", "ab" * 32, "cache")
+    report.record_dataset("tiny", "tiny/a.bin", "ab" * 32, "cache")
+    report.record_dataset("tiny", "tiny/a.bin", "ab" * 32, "download")
+    assert read(record)["datasets"] == [
+        {"dataset": "tiny", "file": "tiny/a.bin", "sha256": "ab" * 32, "source": "cache"},
+        {"dataset": "tiny", "file": "tiny/a.bin", "sha256": "ab" * 32, "source": "download"}]
+
+
+def test_environment_merges_and_converts(record):
+    report.environment(backend="jax", cpu_count=np.int64(2))
+    report.environment(devices=["cpu:0"], backend="torch")
+    assert read(record)["environment"] == {"backend": "torch", "cpu_count": 2, "devices": ["cpu:0"]}
+
+
+def test_current_is_a_copy_and_reset_forgets(record):
+    report.metric("m", 1)
+    report.timing("t", 1.0)
+    report.record_dataset("d", "f", "0" * 64, "cache")
+    report.environment(a=1)
+    snapshot = report.current()
+    snapshot["metrics"]["m"]["value"] = 99
+    assert report.current()["metrics"]["m"]["value"] == 1
+    report.reset()
+    assert report.current() == {"metrics": {}, "timings": {}, "datasets": [], "environment": {}}
+    report.metric("fresh", 2)
+    assert read(record)["metrics"] == {"fresh": {"value": 2}}

@@ -1,0 +1,158 @@
+"""Tests of utils.run: discovery, the markdown report, and executing small notebooks."""
+
+from __future__ import annotations
+
+import os
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from utils import run
+from utils.exercises import STRICT_ENV
+from utils.report import RECORD_ENV
+
+
+def report_dict():
+    return {
+        "profile": "fast", "started": "2026-01-02 03:04", "total_s": 90.0,
+        "environment": {"python": "3.11.7", "platform": "Linux-x86_64", "cpu": "Test CPU", "cpu_count": 2,
+                        "memory_gb": 8.0, "keras_backend_env": "jax", "git_commit": "abc1234+local changes",
+                        "packages": {"keras": "3.15.1", "numpy": "2.4.6"}},
+        "notebooks": [
+            {"notebook": "01_ok.ipynb", "profile": "fast", "status": "ok", "wall_s": 12.34, "peak_rss_mb": 612.4,
+             "environment": {"keras_backend": "jax", "devices": ["cpu:0", "gpu:0"]},
+             "metrics": {"accuracy": {"value": 0.912345, "target": ">= 0.9"},
+                         "dice": {"value": [0.5, 0.25], "unit": "per class"}, "n": {"value": 3}},
+             "timings": {"train": {"seconds": 2.0, "n_items": 1000, "item": "images", "per_second": 500.0},
+                         "setup": {"seconds": 0.5}},
+             "datasets": [{"dataset": "breastmnist", "file": "medmnist/breastmnist.npz", "sha256": "3a22d2a4" * 8,
+                           "source": "data_dir"}]},
+            {"notebook": "02_broken.ipynb", "profile": "fast", "status": "failed", "wall_s": 3.0, "peak_rss_mb": 100.0,
+             "error": "ValueError: boom", "cell": 2, "cell_source": "raise ValueError('boom')"},
+        ],
+    }
+
+
+def test_render_markdown():
+    md = run.render_markdown(report_dict())
+    lines = md.splitlines()
+    assert md.endswith("\n")
+    assert lines[0] == ("Run of **2026-01-02 03:04** (UTC), profile **`fast`**, total **1.5 min**, "
+                        "commit `abc1234+local changes`.")
+    assert "| `01_ok.ipynb` | ✅ ok | 12.3 s | 612 MiB | jax | cpu:0, gpu:0 |" in lines
+    assert "| `02_broken.ipynb` | ❌ failed | 3.0 s | 100 MiB | – | – |" in lines
+    assert "Failed in cell 2 (`raise ValueError('boom')`): ValueError: boom" in lines
+    assert "| accuracy | 0.9123 | >= 0.9 |" in lines
+    assert "| dice | [0.5, 0.25] per class |  |" in lines
+    assert "| n | 3 |  |" in lines
+    assert "| train | 2.0 | 500 images/s |" in lines and "| setup | 0.5 |  |" in lines
+    assert f"| breastmnist | `medmnist/breastmnist.npz` | data_dir | `{'3a22d2a4' * 2}…` |" in lines
+    assert "- CPU: Test CPU (2 cores), 8.0 GiB memory" in lines and "- Keras backend: jax" in lines
+    assert "| numpy | 2.4.6 |" in lines
+    broken = md.index("## `02_broken.ipynb`")
+    assert md.index("## `01_ok.ipynb`") < md.index("| accuracy") < broken  # each notebook's own section
+    assert "| metric |" not in md[broken:]  # the failed notebook reported no metrics
+
+
+def make_root(tmp_path, names):
+    (tmp_path / "notebooks").mkdir()
+    for name in names:
+        (tmp_path / "notebooks" / name).write_text("{}")
+    return tmp_path
+
+
+def test_discover(tmp_path):
+    root = make_root(tmp_path, ["10_c.ipynb", "02_b.ipynb", "01_a.ipynb", "notes.ipynb", "1_x.ipynb", "03_d.md"])
+    assert [p.name for p in run.discover(root)] == ["01_a.ipynb", "02_b.ipynb", "10_c.ipynb"]
+    assert [p.name for p in run.discover(root, ["02"])] == ["02_b.ipynb"]
+    assert [p.name for p in run.discover(root, ["c", "01_"])] == ["01_a.ipynb", "10_c.ipynb"]
+    assert [p.name for p in run.discover(root, [])] == ["01_a.ipynb", "02_b.ipynb", "10_c.ipynb"]
+
+
+def test_discover_unknown_name(tmp_path):
+    root = make_root(tmp_path, ["01_a.ipynb", "02_b.ipynb"])
+    with pytest.raises(SystemExit) as info:
+        run.discover(root, ["02", "99_nope"])
+    assert str(info.value) == "no notebook matches ['99_nope']; notebooks are ['01_a.ipynb', '02_b.ipynb']"
+
+
+def test_discover_the_real_chapters():
+    assert all(p.name[:2].isdigit() and p.suffix == ".ipynb" for p in run.discover())
+
+
+def write_nb(path, sources, title=True):
+    cells = [new_markdown_cell("# A test chapter")] if title else []
+    cells += [new_code_cell('PROFILE = "full"\nSEED = 0', metadata={"tags": ["parameters"]})]
+    cells += [new_code_cell(s) for s in sources]
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    for d in ("nbs", "out", "records"):
+        (tmp_path / d).mkdir()
+    return tmp_path
+
+
+def test_execute_a_notebook_that_succeeds(dirs):
+    nb = write_nb(dirs / "nbs" / "01_ok.ipynb", [
+        "import os\nfrom utils import report\n"
+        "report.metric('profile_seen', PROFILE)\n"
+        "report.metric('strict', os.environ.get('MEDIMG_STRICT_EXERCISES'))\n"
+        "report.timing('work', 2.0, n_items=10)\n"
+        "report.environment(cwd=os.getcwd())",
+        "print('done')",
+    ])
+    entry = run.execute(nb, "fast", dirs / "out", dirs / "records", timeout=120)
+    assert entry["status"] == "ok", entry
+    assert entry["notebook"] == "01_ok.ipynb" and entry["profile"] == "fast"
+    assert entry["wall_s"] > 0 and entry["peak_rss_mb"] > 0
+    assert entry["metrics"]["profile_seen"] == {"value": "fast"}  # the parameter was injected
+    assert entry["metrics"]["strict"] == {"value": "1"}  # exercises are strict under the runner
+    assert entry["timings"]["work"]["per_second"] == 5.0
+    assert entry["environment"]["cwd"] == str(nb.parent)
+    executed = nbformat.read(dirs / "out" / "01_ok.ipynb", as_version=4)
+    assert any(o.get("text") == "done\n" for c in executed.cells for o in c.get("outputs", []))
+    assert nbformat.read(nb, as_version=4).cells[-1].outputs == []  # the source stays clean
+    assert RECORD_ENV not in os.environ and STRICT_ENV not in os.environ  # restored
+
+
+def test_execute_a_notebook_that_fails_in_its_third_cell(dirs):
+    # cells: 0 parameters, 1 metric, 2 the failing cell, 3 never runs
+    nb = write_nb(dirs / "nbs" / "02_bad.ipynb", [
+        "from utils import report\nreport.metric('before', 1)",
+        "value = 1 / 1\nraise ValueError('boom in the third cell')",
+        "report.metric('after', 2)",
+    ], title=False)
+    stale = dirs / "records" / "02_bad.json"
+    stale.write_text('{"metrics": {"stale": {"value": 0}}}')  # a record from an earlier run is not reused
+    entry = run.execute(nb, "fast", dirs / "out", dirs / "records", timeout=120)
+    assert entry["status"] == "failed"
+    assert entry["cell"] == 2, "the index of the failing cell in the source notebook"
+    assert nbformat.read(nb, as_version=4).cells[entry["cell"]].source.startswith("value = 1 / 1")
+    assert entry["cell_source"] == "value = 1 / 1"
+    assert entry["error"] == "ValueError: boom in the third cell"
+    assert entry["metrics"] == {"before": {"value": 1}}  # what ran before the error is kept
+    assert entry["wall_s"] > 0 and entry["peak_rss_mb"] > 0
+    assert RECORD_ENV not in os.environ and STRICT_ENV not in os.environ
+
+
+def test_failed_cell_ignores_cells_papermill_inserts(tmp_path):
+    nb = new_notebook(cells=[
+        new_markdown_cell("error banner", metadata={"tags": ["papermill-error-cell-tag"]}),
+        new_code_cell('PROFILE = "full"', metadata={"tags": ["parameters"]}),
+        new_code_cell('PROFILE = "fast"', metadata={"tags": ["injected-parameters"]}),
+        new_code_cell("ok = 1"),
+        new_markdown_cell("anchor", metadata={"tags": ["papermill-error-cell-tag"]}),
+        new_code_cell("\n\n1 / 0\nmore", outputs=[nbformat.v4.new_output("error", ename="ZeroDivisionError",
+                                                                           evalue="division by zero", traceback=[])]),
+    ])
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    exc = RuntimeError("kernel said no")
+    info = run._failed_cell(exc, tmp_path / "x.ipynb")
+    assert info == {"error": "RuntimeError: kernel said no", "cell": 2, "cell_source": "1 / 0"}
+    assert run._failed_cell(exc, tmp_path / "missing.ipynb") == {"error": "RuntimeError: kernel said no"}
