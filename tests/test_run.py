@@ -156,3 +156,20 @@ def test_failed_cell_ignores_cells_papermill_inserts(tmp_path):
     info = run._failed_cell(exc, tmp_path / "x.ipynb")
     assert info == {"error": "RuntimeError: kernel said no", "cell": 2, "cell_source": "1 / 0"}
     assert run._failed_cell(exc, tmp_path / "missing.ipynb") == {"error": "RuntimeError: kernel said no"}
+
+
+def test_render_markdown_escapes_table_breaking_text():
+    report = {
+        "profile": "fast", "started": "2026-01-01 00:00", "total_s": 1.0,
+        "environment": {"git_commit": "abc", "python": "3.11", "platform": "linux", "cpu": "x", "cpu_count": 2,
+                        "memory_gb": 1.0, "keras_backend_env": "tensorflow", "packages": {}},
+        "notebooks": [{"notebook": "01_x.ipynb", "status": "failed", "wall_s": 1.0, "peak_rss_mb": 10.0,
+                       "cell": 3, "cell_source": "x = a | b", "error": "ValueError: `bad` | worse\nmore",
+                       "metrics": {"AUC | test": {"value": 0.9, "target": ">= 0.8 | 0.85"}}}],
+    }
+    text = run.render_markdown(report)
+    metric_rows = [line for line in text.splitlines() if line.startswith("| AUC")]
+    assert len(metric_rows) == 1
+    # an unescaped pipe would add columns: the row must still have exactly 3 cells
+    assert len([c for c in metric_rows[0].replace("\\|", "").split("|")[1:-1]]) == 3
+    assert "\nmore" not in text

@@ -193,6 +193,11 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _cell(text) -> str:
+    """Text made safe inside a Markdown table cell (pipes, backticks, newlines)."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("`", "'").replace("\n", " ")
+
+
 def render_markdown(report: dict) -> str:
     """The run report as MyST markdown (tables), included by book/reproducibility.md."""
     env = report["environment"]
@@ -207,18 +212,19 @@ def render_markdown(report: dict) -> str:
     for nb in report["notebooks"]:
         lines += ["", f"## `{nb['notebook']}`", ""]
         if nb["status"] != "ok":
-            lines += [f"Failed in cell {nb.get('cell', '?')} (`{nb.get('cell_source', '')}`): {nb.get('error', '')}", ""]
+            lines += [f"Failed in cell {nb.get('cell', '?')} (`{_cell(nb.get('cell_source', ''))}`): "
+                      f"{_cell(nb.get('error', ''))}", ""]
         if nb.get("metrics"):
             lines += ["| metric | value | target |", "|---|---|---|"]
             for name, m in nb["metrics"].items():
                 unit = f" {m['unit']}" if m.get("unit") else ""
-                lines.append(f"| {name} | {_fmt(m['value'])}{unit} | {m.get('target', '')} |")
+                lines.append(f"| {_cell(name)} | {_cell(_fmt(m['value']))}{_cell(unit)} | {_cell(m.get('target', ''))} |")
             lines.append("")
         if nb.get("timings"):
             lines += ["| timing | seconds | throughput |", "|---|---|---|"]
             for name, t in nb["timings"].items():
                 thr = f"{t['per_second']:.0f} {t['item']}/s" if t.get("per_second") else ""
-                lines.append(f"| {name} | {t['seconds']:.1f} | {thr} |")
+                lines.append(f"| {_cell(name)} | {t['seconds']:.1f} | {thr} |")
             lines.append("")
         if nb.get("datasets"):
             lines += ["| dataset | file | source | sha256 |", "|---|---|---|---|"]
