@@ -17,6 +17,8 @@ import pytest
 
 from utils import data, run, student
 
+from conftest import leaked_lines
+
 ROOT = Path(__file__).resolve().parent.parent
 HTML = run.STAGE / "_build" / "html"
 pytestmark = pytest.mark.slow
@@ -85,7 +87,7 @@ def test_student_edition_cli_removes_every_solution(tmp_path):
         original = nbformat.read(path, as_version=4)
         edition = nbformat.read(tmp_path / path.name, as_version=4)
         text = "\n".join(c.source for c in edition.cells)
-        leaked = [line for line in student.solution_texts(original) if line in text]
+        leaked = leaked_lines(original, edition)
         assert not leaked, f"{path.name}: solution lines in the student edition: {leaked[:3]}"
         if any(student.BEGIN in c.source for c in original.cells):
             assert student.PLACEHOLDER in text
