@@ -6,6 +6,8 @@ Modules
 - :mod:`utils.data`      dataset registry, checksummed resolution and downloads, loaders
 - :mod:`utils.metrics`   ACC/AUC (MedMNIST protocol), sensitivity, specificity, bootstrap CIs, ECE
 - :mod:`utils.reference` NumPy convolution, pooling and attention, checked against Keras layers
+- :mod:`utils.classify`  chapter 2 models, training recipe and Grad-CAM (backend-dispatched gradients)
+- :mod:`utils.segment`   U-Net / Attention U-Net, Dice losses, Dice/IoU/HD95, leak-free tiling, nuclei loader
 - :mod:`utils.imaging`   DICOM / NIfTI helpers: Hounsfield units, windowing, header audit
 - :mod:`utils.phantoms`  deterministic synthetic images with exact labels, masks and boxes
 - :mod:`utils.report`    metrics and timings a notebook reports to the run report
