@@ -10,6 +10,7 @@ Modules
 - :mod:`utils.segment`   U-Net / Attention U-Net, Dice losses, Dice/IoU/HD95, leak-free tiling, nuclei loader
 - :mod:`utils.imaging`   DICOM / NIfTI helpers: Hounsfield units, windowing, header audit
 - :mod:`utils.phantoms`  deterministic synthetic images with exact labels, masks and boxes
+- :mod:`utils.tables`    Markdown tables for notebook output (shared by the chapters)
 - :mod:`utils.report`    metrics and timings a notebook reports to the run report
 - :mod:`utils.exercises` automatic exercise checks (pass/fail, never the answer)
 - :mod:`utils.run`       papermill runner that executes every chapter (``python -m utils.run``)

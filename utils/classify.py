@@ -27,6 +27,8 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
+from .tables import markdown_table  # noqa: F401  (re-exported for the notebooks)
+
 #: Augmentation per imaging modality (arguments of :func:`augmentation_layers`).
 #: Chest radiographs are not mirrored: the heart is on the patient's left, and
 #: a mirrored film is a different (rare) anatomy, not the same finding.
@@ -512,15 +514,3 @@ def plot_history(histories: dict[str, dict], keys: Sequence[str] = ("loss", "acc
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    """A Markdown table from a header and rows (floats to 3 decimals); show it with ``IPython.display.Markdown``."""
-    def fmt(v):
-        if isinstance(v, (float, np.floating)):
-            return f"{v:.3f}"
-        return str(v)
-
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)

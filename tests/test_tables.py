@@ -1,0 +1,18 @@
+import numpy as np
+
+from utils import tables
+
+
+def test_markdown_table_layout_and_float_format():
+    text = tables.markdown_table(["a", "b"], [[1, 0.12345], ["x", np.float32(2.5)]])
+    assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.123 |", "| x | 2.500 |"]
+
+
+def test_markdown_table_without_float_format_uses_str():
+    assert tables.markdown_table(["v"], [[0.12345]], floatfmt=None).splitlines()[-1] == "| 0.12345 |"
+
+
+def test_classify_reexports_the_same_helper():
+    from utils import classify
+
+    assert classify.markdown_table is tables.markdown_table
