@@ -90,3 +90,42 @@ def test_reliability_curve_counts_cover_all_cases():
     conf, acc, count = metrics.reliability_curve(rng.integers(0, 4, 250), s, n_bins=10)
     assert count.sum() == 250 and len(conf) == 10
     assert np.all(np.isnan(conf[count == 0]))
+
+
+def test_platt_recalibration_moves_a_shifted_threshold_back_and_keeps_the_auc():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 4000)
+    logit_true = rng.normal(0, 1, 4000) + 2.0 * (y - 0.5)  # well-separated classes
+    p1_true = 1 / (1 + np.exp(-logit_true))
+    y = (rng.random(4000) < p1_true).astype(int)  # labels drawn from the true probabilities
+    p1_biased = 1 / (1 + np.exp(-(logit_true + 1.5)))  # a model that over-calls class 1
+    scores = np.stack([1 - p1_biased, p1_biased], axis=1)
+    cal = metrics.fit_recalibration(y[:2000], scores[:2000])
+    assert cal.method == "platt"
+    a, b = cal.params
+    assert a == pytest.approx(1.0, abs=0.15) and b == pytest.approx(-1.5, abs=0.2)
+    fixed = cal(scores[2000:])
+    assert np.allclose(fixed.sum(axis=1), 1.0)
+    assert metrics.medmnist_auc(y[2000:], fixed) == pytest.approx(metrics.medmnist_auc(y[2000:], scores[2000:]))
+    assert metrics.medmnist_acc(y[2000:], fixed) > metrics.medmnist_acc(y[2000:], scores[2000:])
+    assert (metrics.expected_calibration_error(y[2000:], fixed)
+            < metrics.expected_calibration_error(y[2000:], scores[2000:]))
+
+
+def test_temperature_recalibration_softens_overconfidence_and_keeps_the_argmax():
+    rng = np.random.default_rng(1)
+    n, k = 3000, 4
+    logits = rng.normal(0, 1.5, (n, k))
+    p_true = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = np.array([rng.choice(k, p=p) for p in p_true])
+    over = np.exp(3 * logits) / np.exp(3 * logits).sum(axis=1, keepdims=True)  # temperature 1/3
+    cal = metrics.fit_recalibration(y, over)
+    assert cal.method == "temperature" and cal.params[0] == pytest.approx(3.0, rel=0.15)
+    fixed = cal(over)
+    assert (fixed.argmax(1) == over.argmax(1)).all()
+    assert metrics.expected_calibration_error(y, fixed) < metrics.expected_calibration_error(y, over) / 2
+
+
+def test_recalibration_needs_both_classes():
+    with pytest.raises(ValueError, match="both classes"):
+        metrics.fit_recalibration(np.ones(5, int), np.full((5, 2), 0.5))

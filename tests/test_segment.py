@@ -270,6 +270,18 @@ def test_attention_gate_coefficients(keras):
         segment.attention_maps(segment.build_unet((32, 32, 1), 4, 2), x)
 
 
+def test_gate_open_bias_starts_the_gates_open(keras):
+    x = np.random.default_rng(0).random((2, 32, 32, 1)).astype("float32")
+    closed = segment.build_unet((32, 32, 1), 4, 2, attention_gates=True)
+    opened = segment.build_unet((32, 32, 1), 4, 2, attention_gates=True, gate_open_bias=3.0)
+    assert float(opened.get_layer("att0_psi").get_weights()[1][0]) == 3.0
+    assert float(closed.get_layer("att0_psi").get_weights()[1][0]) == 0.0
+    a_open = segment.attention_maps(opened, x)["att0"]
+    a_closed = segment.attention_maps(closed, x)["att0"]
+    assert a_open.mean() > 0.85  # about sigmoid(3) = 0.95 before training
+    assert abs(a_closed.mean() - 0.5) < 0.2
+
+
 def test_attention_gate_formula(keras):
     """The gate computes sigmoid(psi * relu(W_x x + W_g g + b) + b_psi), then up-samples and multiplies."""
     from keras import layers

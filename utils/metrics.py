@@ -12,6 +12,7 @@
 * :func:`expected_calibration_error` and :func:`reliability_curve` measure
   calibration (Guo et al. 2017).
 * :func:`threshold_for_sensitivity` picks an operating point on the ROC curve.
+* :func:`fit_recalibration` fits Platt or temperature scaling on the validation split.
 """
 
 from __future__ import annotations
@@ -151,3 +152,63 @@ def expected_calibration_error(y_true: np.ndarray, y_score: np.ndarray, n_bins: 
     conf, acc, count = reliability_curve(y_true, y_score, n_bins)
     keep = count > 0
     return float(np.sum(count[keep] / count.sum() * np.abs(acc[keep] - conf[keep])))
+
+
+@dataclass(frozen=True)
+class Recalibration:
+    """A post-hoc recalibration fitted on validation predictions (see :func:`fit_recalibration`).
+
+    ``method`` is ``"platt"`` (binary: ``sigmoid(a * logit + b)``) or
+    ``"temperature"`` (multi-class: ``softmax(log p / T)``); ``params`` holds
+    ``(a, b)`` or ``(T,)``.  Calling it maps ``(N, K)`` probabilities to
+    recalibrated ``(N, K)`` probabilities.
+    """
+
+    method: str
+    params: tuple[float, ...]
+
+    def __call__(self, y_score: np.ndarray) -> np.ndarray:
+        s = np.clip(_scores_2d(y_score), 1e-7, 1.0)
+        if self.method == "platt":
+            a, b = self.params
+            z = a * (np.log(s[:, 1]) - np.log(s[:, 0])) + b
+            p1 = 1.0 / (1.0 + np.exp(-z))
+            return np.stack([1.0 - p1, p1], axis=1)
+        (t,) = self.params
+        z = np.log(s) / t
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_recalibration(y_val: np.ndarray, p_val: np.ndarray) -> Recalibration:
+    """Fit a post-hoc recalibration of a classifier's probabilities on the *validation* split.
+
+    Binary tasks: Platt scaling (Platt 1999), a logistic regression of the
+    label on the model's logit ``log(p1 / p0)`` with scikit-learn (unpenalised).
+    Its intercept moves the 0.5 decision threshold, so it changes ACC,
+    sensitivity and specificity, but not the AUC (a monotone map).
+    Multi-class tasks: temperature scaling (Guo et al. 2017), one ``T > 0``
+    minimising the validation negative log-likelihood; it changes confidences
+    (ECE), never the arg-max.  Never fit it on the test set.
+    """
+    from scipy.optimize import minimize_scalar
+    from sklearn.linear_model import LogisticRegression
+
+    s = np.clip(_scores_2d(p_val), 1e-7, 1.0)
+    y = _labels_1d(y_val, len(s))
+    if s.shape[1] == 2:
+        if len(np.unique(y)) != 2:
+            raise ValueError("fit_recalibration needs both classes in the validation labels")
+        logit = (np.log(s[:, 1]) - np.log(s[:, 0]))[:, None]
+        lr = LogisticRegression(C=np.inf).fit(logit, y)  # no penalty
+        return Recalibration("platt", (float(lr.coef_[0, 0]), float(lr.intercept_[0])))
+    logs = np.log(s)
+
+    def nll(log_t: float) -> float:
+        z = logs / np.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        return float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(axis=1))).mean())
+
+    res = minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
+    return Recalibration("temperature", (float(np.exp(res.x)),))

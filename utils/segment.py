@@ -223,19 +223,25 @@ def conv_block(x, filters: int, name: str, batch_norm: bool = False):
     return x
 
 
-def attention_gate(x, g, inter_channels: int, name: str):
+def attention_gate(x, g, inter_channels: int, name: str, *, open_bias: float = 0.0):
     """Additive attention gate (Oktay et al. 2018): return ``(x * alpha, alpha)``.
 
     ``x``: skip features (H, W, C_x); ``g``: gating features at half the
     resolution (H/2, W/2, C_g).  ``alpha`` (H, W, 1), in [0, 1], is the output
     of the layer named ``f"{name}_alpha"`` (used by :func:`attention_maps`).
+
+    ``open_bias`` initialises the bias of the 1x1 convolution ``psi``: with the
+    default 0 every gate starts near ``sigmoid(0) = 0.5`` and halves the skip
+    features; a positive value (e.g. 3, ``alpha`` about 0.95) starts the gates
+    open, so that the network starts as a plain U-Net and learns to suppress.
     """
-    from keras import layers
+    from keras import initializers, layers
 
     theta_x = layers.Conv2D(inter_channels, 2, strides=2, padding="same", use_bias=False, name=f"{name}_theta_x")(x)
     phi_g = layers.Conv2D(inter_channels, 1, name=f"{name}_phi_g")(g)
     q = layers.Activation("relu", name=f"{name}_relu")(layers.Add(name=f"{name}_add")([theta_x, phi_g]))
-    psi = layers.Conv2D(1, 1, activation="sigmoid", name=f"{name}_psi")(q)
+    psi = layers.Conv2D(1, 1, activation="sigmoid", bias_initializer=initializers.Constant(float(open_bias)),
+                        name=f"{name}_psi")(q)
     alpha = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_alpha")(psi)
     return layers.Multiply(name=f"{name}_gated")([x, alpha]), alpha
 
@@ -263,7 +269,7 @@ def self_attention_block(x, num_heads: int = 2, name: str = "bottleneck_mhsa"):
 
 def build_unet(input_shape=(None, None, 1), base_filters: int = 16, depth: int = 3, *,
                attention_gates: bool = False, self_attention: bool = False, batch_norm: bool = False,
-               name: str | None = None):
+               gate_open_bias: float = 0.0, name: str | None = None):
     """A 2-D U-Net (Ronneberger et al. 2015) with optional attention gates and bottleneck self-attention.
 
     ``depth`` poolings (so height and width must be multiples of ``2**depth``);
@@ -273,6 +279,7 @@ def build_unet(input_shape=(None, None, 1), base_filters: int = 16, depth: int =
     decoder feature map *before* it is up-sampled), which is the Attention
     U-Net of Oktay et al. (2018).  ``self_attention=True`` inserts
     :func:`self_attention_block` at the bottleneck (fixed input size needed).
+    ``gate_open_bias`` is passed to every gate as ``open_bias``.
     """
     import keras
     from keras import layers
@@ -292,7 +299,7 @@ def build_unet(input_shape=(None, None, 1), base_filters: int = 16, depth: int =
         filters = base_filters * 2 ** level
         skip = skips[level]
         if attention_gates:
-            skip, _ = attention_gate(skip, x, max(filters // 2, 1), name=f"att{level}")
+            skip, _ = attention_gate(skip, x, max(filters // 2, 1), name=f"att{level}", open_bias=gate_open_bias)
         x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=f"up{level}")(x)
         x = layers.Concatenate(name=f"concat{level}")([x, skip])
         x = conv_block(x, filters, f"dec{level}", batch_norm)
