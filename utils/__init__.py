@@ -8,7 +8,12 @@ Modules
 - :mod:`utils.reference` NumPy convolution, pooling and attention, checked against Keras layers
 - :mod:`utils.classify`  chapter 2 models, training recipe and Grad-CAM (backend-dispatched gradients)
 - :mod:`utils.segment`   U-Net / Attention U-Net, Dice losses, Dice/IoU/HD95, leak-free tiling, nuclei loader
-- :mod:`utils.imaging`   DICOM / NIfTI helpers: Hounsfield units, windowing, header audit
+- :mod:`utils.detect`    chapter 4 heat-map detector, focal losses, FROC, COCO mAP, blob baseline
+- :mod:`utils.gan`       chapter 5 DCGAN, Fréchet distance, precision/recall, memorisation check
+- :mod:`utils.quality`   chapter 6 label noise, imbalance methods, dataset audits
+- :mod:`utils.scale`     chapter 6 sharded tf.data streaming, memory and throughput, distribution
+- :mod:`utils.privacy`   chapter 6 DICOM de-identification (PS3.15), FedAvg, DP-SGD with its ε
+- :mod:`utils.imaging`   DICOM / NIfTI / NRRD helpers: Hounsfield units, windowing, header audit
 - :mod:`utils.phantoms`  deterministic synthetic images with exact labels, masks and boxes
 - :mod:`utils.tables`    Markdown tables for notebook output (shared by the chapters)
 - :mod:`utils.report`    metrics and timings a notebook reports to the run report
