@@ -396,10 +396,13 @@ def test_read_nrrd_returns_slices_first_and_the_voxel_size(tmp_path):
     assert vol.space == "left-posterior-superior"
 
 
-def test_read_nrrd_takes_the_spacing_from_flipped_direction_vectors(tmp_path):
-    arr = np.zeros((2, 3, 4), np.uint8)
-    vol = imaging.read_nrrd(_write_nrrd(tmp_path / "v.nrrd", arr, directions=np.diag([0.78, -0.78, 6.5])))
-    assert vol.spacing_mm == pytest.approx((6.5, 0.78, 0.78))
+def test_read_nrrd_flips_axes_that_run_against_the_world_axes(tmp_path):
+    arr = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4)  # (z, y, x)
+    vol = imaging.read_nrrd(_write_nrrd(tmp_path / "v.nrrd", arr, origin=(0.0, 10.0, 0.0),
+                                        directions=np.diag([0.78, -0.5, 6.5])))
+    assert vol.spacing_mm == pytest.approx((6.5, 0.5, 0.78))
+    np.testing.assert_array_equal(vol.array, arr[:, ::-1, :])  # rows now run along +y
+    assert vol.origin_mm == pytest.approx((0.0, 9.0, 0.0))  # the old last row, 10 - 2 * 0.5
 
 
 def test_read_nrrd_errors_name_the_file(tmp_path):

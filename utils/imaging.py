@@ -439,7 +439,11 @@ def read_nrrd(path: str | Path) -> Volume:
     NRRD stores the fastest-varying axis first (x, y, z); the array is returned
     in C order ``(z, y, x)``, so ``array[k]`` is axial slice ``k``.  Spacing is
     the length of each axis' *space direction* vector; oblique directions are
-    kept out of scope (an error says so).
+    kept out of scope (an error says so).  An axis whose direction points
+    against its world axis is flipped (and the origin moved to the new first
+    voxel), so that indices always increase along +x, +y, +z of ``space``:
+    in LPS space row 0 is then anterior and column 0 the patient's right, the
+    radiological display convention.
     """
     import nrrd
 
@@ -458,6 +462,12 @@ def read_nrrd(path: str | Path) -> Volume:
         raise ValueError(f"{path.name}: oblique space directions {directions.tolist()} are not supported here")
     spacing_xyz = np.linalg.norm(directions, axis=1)
     origin = np.asarray(header.get("space origin", (0.0, 0.0, 0.0)), dtype=float)
+    for i in range(3):  # file axis i (x, y, z) is array axis 2 - i
+        j = int(np.argmax(np.abs(directions[i])))  # the world axis it runs along
+        if directions[i, j] < 0:
+            origin = origin + (array.shape[2 - i] - 1) * directions[i]
+            array = np.flip(array, axis=2 - i)
+    array = np.ascontiguousarray(array)
     return Volume(array, tuple(float(s) for s in spacing_xyz[::-1]), tuple(float(o) for o in origin),
                   str(header.get("space", "unknown")))
 
