@@ -430,7 +430,8 @@ def test_load_radiomics_case_rejects_a_mask_on_another_grid(tmp_path, monkeypatc
 
 
 def test_real_radiomics_lung_case(sample, monkeypatch):
-    monkeypatch.setattr(data, "sample", sample)
+    paths = {f: sample("pyradiomics-samples", f) for f in ("lung1_image.nrrd", "lung1_label.nrrd")}
+    monkeypatch.setattr(data, "sample", lambda name, file: paths[file])  # resolved above, once
     image, mask = imaging.load_radiomics_case("lung1")
     assert image.array.shape == mask.array.shape == (48, 512, 512)
     assert image.spacing_mm == pytest.approx((5.0, 0.5703125, 0.5703125), rel=1e-3)
