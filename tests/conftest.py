@@ -27,6 +27,31 @@ from utils.exercises import BEGIN, END, STRICT_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ORIGINAL_DATA_DIR = os.environ.get(data.DATA_DIR_ENV) or None
+ORIGINAL_CACHE_DIR = os.environ.get(data.CACHE_DIR_ENV)  # read at import, before the per-test fixture
+
+
+def resolve_real_sample(name: str, file: str, fetched: Path) -> Path:
+    """Path of a real registry file for tests that read real data.
+
+    Looks in the session's data mirror and the developer's cache first (no
+    download), else fetches into ``fetched`` (a test-owned cache), else skips
+    the test with the reason.  The per-test isolated environment is bypassed
+    only inside this call.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        if ORIGINAL_DATA_DIR:
+            mp.setenv(data.DATA_DIR_ENV, ORIGINAL_DATA_DIR)
+        else:
+            mp.delenv(data.DATA_DIR_ENV, raising=False)
+        mp.setenv(data.CACHE_DIR_ENV, ORIGINAL_CACHE_DIR or str(data.DEFAULT_CACHE_DIR))
+        try:
+            return data.locate(name, file, download_ok=False)
+        except data.DatasetNotFoundError:
+            mp.setenv(data.CACHE_DIR_ENV, str(fetched))
+            try:
+                return data.sample(name, file)
+            except data.DataError as exc:
+                pytest.skip(f"{name}/{file} is not available offline and cannot be fetched: {exc}")
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pydicom
@@ -14,10 +13,8 @@ from pydicom.pixels import apply_modality_lut, apply_windowing
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
-from conftest import ORIGINAL_DATA_DIR
+from conftest import resolve_real_sample
 from utils import data, imaging
-
-ORIGINAL_CACHE_DIR = os.environ.get(data.CACHE_DIR_ENV)  # read at import, before the per-test fixture
 
 
 # ---------------------------------------------------------------------------
@@ -36,24 +33,9 @@ def sample(tmp_path_factory):
     memo: dict[tuple[str, str], object] = {}
 
     def get(name: str, file: str):
-        if (name, file) in memo:
-            return memo[name, file]
-        with pytest.MonkeyPatch.context() as mp:
-            if ORIGINAL_DATA_DIR:
-                mp.setenv(data.DATA_DIR_ENV, ORIGINAL_DATA_DIR)
-            else:
-                mp.delenv(data.DATA_DIR_ENV, raising=False)
-            mp.setenv(data.CACHE_DIR_ENV, ORIGINAL_CACHE_DIR or str(data.DEFAULT_CACHE_DIR))
-            try:
-                path = data.locate(name, file, download_ok=False)
-            except data.DatasetNotFoundError:
-                mp.setenv(data.CACHE_DIR_ENV, str(fetched))
-                try:
-                    path = data.sample(name, file)
-                except data.DataError as exc:
-                    pytest.skip(f"{name}/{file} is not available offline and cannot be fetched: {exc}")
-        memo[name, file] = path
-        return path
+        if (name, file) not in memo:
+            memo[name, file] = resolve_real_sample(name, file, fetched)
+        return memo[name, file]
 
     return get
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +13,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-from conftest import ORIGINAL_DATA_DIR
+from conftest import resolve_real_sample
 from utils import data, imaging, privacy
 
-ORIGINAL_CACHE_DIR = os.environ.get(data.CACHE_DIR_ENV)  # read at import, before the per-test fixture
 DICOM_DATASETS = ("pydicom-samples", "pydicom-data-samples")
 SALT = "test-salt-0123456789"
 
@@ -203,22 +201,8 @@ def real_samples(tmp_path_factory):
     """``{file name: dataset}`` of every file of the two DICOM datasets (mirror/cache first, else fetched)."""
     fetched = tmp_path_factory.mktemp("privacy-samples")
     out = {}
-    with pytest.MonkeyPatch.context() as mp:
-        if ORIGINAL_DATA_DIR:
-            mp.setenv(data.DATA_DIR_ENV, ORIGINAL_DATA_DIR)
-        else:
-            mp.delenv(data.DATA_DIR_ENV, raising=False)
-        for name, file in _real_files():
-            mp.setenv(data.CACHE_DIR_ENV, ORIGINAL_CACHE_DIR or str(data.DEFAULT_CACHE_DIR))
-            try:
-                path = data.locate(name, file, download_ok=False)
-            except data.DatasetNotFoundError:
-                mp.setenv(data.CACHE_DIR_ENV, str(fetched))
-                try:
-                    path = data.sample(name, file)
-                except data.DataError as exc:
-                    pytest.skip(f"{name}/{file} is not available offline and cannot be fetched: {exc}")
-            out[file] = imaging.read_dicom(path)
+    for name, file in _real_files():
+        out[file] = imaging.read_dicom(resolve_real_sample(name, file, fetched))
     return out
 
 

@@ -38,13 +38,9 @@ import numpy as np
 
 def to_tanh_range(x: np.ndarray) -> np.ndarray:
     """Images in [0, 1] (float) or uint8 [0, 255] as float32 in [-1, 1], with a channel axis."""
-    x = np.asarray(x)
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4:
-        raise ValueError(f"images must be (N, H, W) or (N, H, W, C), got shape {x.shape}")
-    scale = 255.0 if x.dtype == np.uint8 else 1.0
-    return (x.astype("float32") / scale * 2.0 - 1.0).astype("float32")
+    from .classify import as_float_images
+
+    return (as_float_images(x) * 2.0 - 1.0).astype("float32")
 
 
 def to_unit_range(x) -> np.ndarray:

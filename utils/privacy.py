@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from .imaging import PS315_BASIC_PROFILE, PHIAttribute
+from .imaging import _short as _short_text
 
 __all__ = [
     "BASIC_PROFILE", "PROFILE_EDITION", "AuditEntry", "Deidentified", "profile_table", "applied_action",
@@ -238,15 +239,8 @@ def pseudonym(value: str, salt: str) -> str:
 
 
 def _short(value: Any, limit: int = 48) -> str:
-    from pydicom.sequence import Sequence
-
-    if isinstance(value, (bytes, bytearray)):
-        text = f"<{len(value)} bytes>"
-    elif isinstance(value, Sequence):
-        text = f"<sequence of {len(value)} item(s)>"
-    else:
-        text = "" if value is None else str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """:func:`utils.imaging._short` for the audit log, where an absent value prints as empty."""
+    return _short_text("" if value is None else value, limit)
 
 
 def _tag_text(tag) -> str:
