@@ -24,7 +24,9 @@ What the field uses (and what this module builds)
 
 Losses (``keras.ops`` only): :func:`soft_dice_loss` and :func:`dice_bce_loss`.
 Metrics on NumPy masks: :func:`dice`, :func:`iou`, :func:`hd95`,
-:func:`average_surface_distance`, :func:`segmentation_scores`.
+:func:`average_surface_distance`, :func:`segmentation_scores`; paired comparisons with
+bootstrap intervals (:func:`paired_difference_ci`) and over several training
+seeds (:func:`compare_over_seeds`).
 Data: :func:`load_nuclei` (the 2018 Data Science Bowl image that ships in the
 stardist wheel), :func:`phantom_set` (synthetic lesions with exact masks),
 :func:`region_split` / :func:`extract_tiles` (tiles split by region, never
@@ -486,6 +488,58 @@ def paired_difference_ci(values_a, values_b, **kwargs) -> tuple[float, float, fl
     if a.shape != b.shape:
         raise ValueError(f"paired values must have one shape, got {a.shape} and {b.shape}")
     return mean_ci(a - b, **kwargs)
+
+
+def compare_over_seeds(scores_by_seed, model_a: str, model_b: str, *, n_boot: int = 2000,
+                       alpha: float = 0.05, seed: int = 0) -> dict:
+    """Summarise a paired comparison of two models repeated over several training seeds on one test set.
+
+    ``scores_by_seed[s][name]`` holds the per-case scores (e.g. Dice) of model
+    ``name`` trained with seed ``s``, on the same test cases in the same order
+    for every seed and model.  A confidence interval from one training run
+    resamples test cases only; it says nothing about how the ranking changes
+    with the seed.  This summary shows both sources of variation:
+
+    * per seed: the mean score of each model and the mean paired difference
+      ``a - b`` (``"per_seed"``: rows ``(seed, mean_a, mean_b, mean_diff)``);
+    * between seeds: the standard deviation of the per-seed differences
+      (``"diff_sd"``, ``nan`` for one seed) and the number of seeds in which
+      ``a`` scored at least as high as ``b`` (``"a_at_least_b"``);
+    * the seed-averaged comparison: each case's score is averaged over the
+      seeds (the expected score of one training run on that case), and the
+      paired bootstrap over cases gives ``"diff"`` = ``(mean, low, high)``.
+      Its mean equals the mean of the per-seed differences.
+
+    Raises ``ValueError`` naming the seed and model whose scores are missing
+    or have a different number of cases.
+    """
+    seeds = list(scores_by_seed)
+    if not seeds:
+        raise ValueError("scores_by_seed is empty: train at least one seed")
+    n_cases = None
+    a_rows, b_rows = [], []
+    for s in seeds:
+        for name in (model_a, model_b):
+            if name not in scores_by_seed[s]:
+                raise ValueError(f"seed {s}: no scores for model {name!r} (have {sorted(scores_by_seed[s])})")
+            v = np.asarray(scores_by_seed[s][name], float).reshape(-1)
+            n_cases = len(v) if n_cases is None else n_cases
+            if len(v) != n_cases:
+                raise ValueError(f"seed {s}, model {name!r}: {len(v)} cases, expected {n_cases} "
+                                 "(every seed and model must be scored on the same test cases)")
+        a_rows.append(np.asarray(scores_by_seed[s][model_a], float).reshape(-1))
+        b_rows.append(np.asarray(scores_by_seed[s][model_b], float).reshape(-1))
+    a, b = np.stack(a_rows), np.stack(b_rows)          # (n_seeds, n_cases)
+    per_seed_diff = (a - b).mean(axis=1)
+    return {
+        "seeds": seeds,
+        "per_seed": [(s, float(ma), float(mb), float(d))
+                     for s, ma, mb, d in zip(seeds, a.mean(axis=1), b.mean(axis=1), per_seed_diff)],
+        "mean_a": float(a.mean()), "mean_b": float(b.mean()),
+        "diff": paired_difference_ci(a.mean(axis=0), b.mean(axis=0), n_boot=n_boot, alpha=alpha, seed=seed),
+        "diff_sd": float(per_seed_diff.std(ddof=1)) if len(seeds) > 1 else float("nan"),
+        "a_at_least_b": int((per_seed_diff >= 0).sum()),
+    }
 
 
 # ---------------------------------------------------------------------------
