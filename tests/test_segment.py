@@ -280,10 +280,10 @@ def test_unet_and_attention_unet_shapes(keras):
     x = np.random.default_rng(0).random((2, 32, 32, 1)).astype("float32")
     for gates in (False, True):
         m = segment.build_unet((32, 32, 1), 4, 3, attention_gates=gates)
-        out = np.asarray(m(x))
+        out = keras.ops.convert_to_numpy(m(x))
         assert out.shape == (2, 32, 32, 1) and ((out >= 0) & (out <= 1)).all()
     flexible = segment.build_unet((None, None, 1), 4, 2)
-    assert np.asarray(flexible(np.zeros((1, 48, 40, 1), "float32"))).shape == (1, 48, 40, 1)
+    assert keras.ops.convert_to_numpy(flexible(np.zeros((1, 48, 40, 1), "float32"))).shape == (1, 48, 40, 1)
     assert segment.build_unet(base_filters=4, depth=2, attention_gates=True).name == "attention_unet"
 
 
@@ -324,13 +324,13 @@ def test_attention_gate_formula(keras):
             layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()])
     x = rng.normal(size=(1, 8, 8, 3)).astype("float32")
     g = rng.normal(size=(1, 4, 4, 5)).astype("float32")
-    out, a = (np.asarray(t) for t in model([x, g]))
+    out, a = (keras.ops.convert_to_numpy(t) for t in model([x, g]))
     wx = model.get_layer("g_theta_x").get_weights()[0]
     wg, bg = model.get_layer("g_phi_g").get_weights()
     wp, bp = model.get_layer("g_psi").get_weights()
     q = np.maximum(reference.conv2d(x, wx, stride=2, padding="same") + reference.conv2d(g, wg, bg), 0)
     psi = 1 / (1 + np.exp(-(reference.conv2d(q, wp, bp))))
-    up = np.asarray(layers.UpSampling2D(2, interpolation="bilinear")(psi.astype("float32")))
+    up = keras.ops.convert_to_numpy(layers.UpSampling2D(2, interpolation="bilinear")(psi.astype("float32")))
     np.testing.assert_allclose(a, up, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out, x * up, rtol=1e-4, atol=1e-5)
 
@@ -350,20 +350,20 @@ def test_numpy_attention_matches_keras_multihead_attention(keras):
         o, w = reference.scaled_dot_product_attention(q, k, v)
         heads_out.append(o @ wo[h])
         weights.append(w)
-    np.testing.assert_allclose(np.asarray(scores)[0], np.stack(weights), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(out)[0], sum(heads_out) + bo, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(scores)[0], np.stack(weights), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(out)[0], sum(heads_out) + bo, rtol=1e-4, atol=1e-5)
     # and keras.ops gives the same as NumPy for the bare formula
     from keras import ops
 
     q, k, v = (rng.normal(size=(5, 3)) for _ in range(3))
     ko = ops.matmul(ops.softmax(ops.matmul(q, ops.transpose(k)) / np.sqrt(3.0), axis=-1), v)
-    np.testing.assert_allclose(np.asarray(ko), reference.scaled_dot_product_attention(q, k, v)[0], rtol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(ko), reference.scaled_dot_product_attention(q, k, v)[0], rtol=1e-5)
 
 
 def test_self_attention_bottleneck(keras):
     m = segment.build_unet((32, 32, 1), 4, 2, self_attention=True)
     assert m.name == "unet_mhsa" and m.get_layer("bottleneck_mhsa_mha") is not None
-    assert np.asarray(m(np.zeros((1, 32, 32, 1), "float32"))).shape == (1, 32, 32, 1)
+    assert keras.ops.convert_to_numpy(m(np.zeros((1, 32, 32, 1), "float32"))).shape == (1, 32, 32, 1)
     with pytest.raises(ValueError, match="fixed input size"):
         segment.build_unet((None, None, 1), 4, 2, self_attention=True)
 
