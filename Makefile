@@ -9,7 +9,7 @@ PROFILE ?= full
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: env data run book test unit student clean
+.PHONY: env data run book test test-jax unit student clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "the course pins Python 3.11; run make PYTHON=python3.11"'
@@ -30,8 +30,18 @@ run: data
 book: run
 	$(PY) -m utils.book
 
+# The unit tests of the modules that build or train Keras models, run a second time on the JAX
+# backend (TensorFlow-only steps skip themselves there with the reason).
+KERAS_TESTS := tests/test_classify.py tests/test_segment.py tests/test_detect.py tests/test_gan.py \
+	tests/test_quality.py tests/test_privacy.py tests/test_scale.py tests/test_metrics.py \
+	tests/test_course.py tests/test_determinism.py
+
 test: env
 	$(PY) -m pytest
+	KERAS_BACKEND=jax $(PY) -m pytest -m "not slow" $(KERAS_TESTS)
+
+test-jax: env
+	KERAS_BACKEND=jax $(PY) -m pytest -m "not slow" $(KERAS_TESTS)
 
 unit: env
 	$(PY) -m pytest -m "not slow"
