@@ -36,12 +36,14 @@ KERAS_TESTS := tests/test_classify.py tests/test_segment.py tests/test_detect.py
 	tests/test_quality.py tests/test_privacy.py tests/test_scale.py tests/test_metrics.py \
 	tests/test_course.py tests/test_determinism.py
 
+JAX_TESTS := KERAS_BACKEND=jax $(PY) -m pytest -m "not slow" $(KERAS_TESTS)
+
 test: env
 	$(PY) -m pytest
-	KERAS_BACKEND=jax $(PY) -m pytest -m "not slow" $(KERAS_TESTS)
+	$(JAX_TESTS)
 
 test-jax: env
-	KERAS_BACKEND=jax $(PY) -m pytest -m "not slow" $(KERAS_TESTS)
+	$(JAX_TESTS)
 
 unit: env
 	$(PY) -m pytest -m "not slow"

@@ -516,20 +516,18 @@ def compare_over_seeds(scores_by_seed, model_a: str, model_b: str, *, n_boot: in
     seeds = list(scores_by_seed)
     if not seeds:
         raise ValueError("scores_by_seed is empty: train at least one seed")
-    n_cases = None
-    a_rows, b_rows = [], []
+    rows = {model_a: [], model_b: []}
     for s in seeds:
-        for name in (model_a, model_b):
+        for name, kept in rows.items():
             if name not in scores_by_seed[s]:
                 raise ValueError(f"seed {s}: no scores for model {name!r} (have {sorted(scores_by_seed[s])})")
             v = np.asarray(scores_by_seed[s][name], float).reshape(-1)
-            n_cases = len(v) if n_cases is None else n_cases
+            n_cases = len(rows[model_a][0]) if rows[model_a] else len(v)
             if len(v) != n_cases:
                 raise ValueError(f"seed {s}, model {name!r}: {len(v)} cases, expected {n_cases} "
                                  "(every seed and model must be scored on the same test cases)")
-        a_rows.append(np.asarray(scores_by_seed[s][model_a], float).reshape(-1))
-        b_rows.append(np.asarray(scores_by_seed[s][model_b], float).reshape(-1))
-    a, b = np.stack(a_rows), np.stack(b_rows)          # (n_seeds, n_cases)
+            kept.append(v)
+    a, b = np.stack(rows[model_a]), np.stack(rows[model_b])          # (n_seeds, n_cases)
     per_seed_diff = (a - b).mean(axis=1)
     return {
         "seeds": seeds,
