@@ -1,6 +1,9 @@
 """What a notebook reports to the run report: metrics, timings, datasets, environment.
 
-Notebooks call :func:`metric` and :func:`timing`; the data layer calls
+Notebooks call :func:`metric` and :func:`timing`, and insert measured numbers and verdicts
+into their prose with :func:`glue`, :func:`glue_interval` and :func:`glue_verdict` (MyST-NB's
+``glue``: the markdown says ``{glue:text}`key```, the book shows the value of the run that
+produced the page, and the value is also kept in the run report); the data layer calls
 :func:`record_dataset`; :func:`utils.course.setup` calls :func:`environment`.
 When the runner (``python -m utils.run``) executes a notebook it sets
 ``MEDIMG_RUN_RECORD`` to a JSON path, and every call rewrites that file
@@ -14,13 +17,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 RECORD_ENV = "MEDIMG_RUN_RECORD"
 
-_record: dict[str, Any] = {"metrics": {}, "timings": {}, "datasets": [], "environment": {}}
+_record: dict[str, Any] = {"metrics": {}, "timings": {}, "datasets": [], "environment": {}, "glued": {}}
 
 
 def _flush() -> None:
@@ -97,6 +103,93 @@ def timing(name: str, seconds: float, *, n_items: int | None = None, item: str =
     return entry
 
 
+def _glue_to_notebook(name: str, text: str) -> None:
+    """Hand ``text`` to MyST-NB's glue (a hidden output the book reads); nothing outside a kernel."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython ships with the course
+        return
+    if get_ipython() is None:  # plain Python (tests, scripts): nothing to glue into
+        return
+    from myst_nb import glue as myst_glue
+
+    myst_glue(name, text, display=False)
+
+
+_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def glue(name: str, value: Any, fmt: str | None = None, *, digits: int | None = None, signed: bool = False,
+         percent: bool = False) -> str:
+    """Insert a measured value into the chapter's prose; return the text inserted.
+
+    The markdown refers to it as ``{glue:text}`name```. ``value`` is a string (inserted as it
+    is), or a number formatted with ``fmt`` (a format spec such as ``",d"``) or with ``digits``
+    decimals through :func:`utils.stats.fmt_number` (real minus sign; ``signed`` adds a ``+``;
+    ``percent`` multiplies by 100 and appends ``%``). The text is recorded under ``glued`` in
+    the run report, so that the report and the page can be compared.
+    """
+    from . import stats
+
+    if not isinstance(name, str) or not _KEY.match(name):
+        raise ValueError(f"glue name must be a letter followed by letters, digits or _, got {name!r}")
+    if isinstance(value, str):
+        text = value
+    elif fmt is not None:
+        text = format(value, fmt).replace("-", stats.MINUS)
+    elif isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"glue {name!r}: pass a boolean as the words it stands for, not {value!r}")
+    elif isinstance(value, (int, np.integer)) and digits is None and not percent:
+        text = format(int(value), ",d") if abs(int(value)) >= 10_000 else str(int(value))
+        text = text.replace("-", stats.MINUS)
+    else:
+        text = stats.fmt_number(value, 3 if digits is None else digits, signed=signed, percent=percent)
+    _record["glued"][name] = text
+    _flush()
+    _glue_to_notebook(name, text)
+    return text
+
+
+def glue_interval(name: str, estimate: Any, low: Any = None, high: Any = None, *, digits: int = 3,
+                  signed: bool = False, percent: bool = False) -> str:
+    """Glue ``"estimate [low, high]"`` under ``name`` (and the three parts as ``name_est``, ``name_lo``, ``name_hi``).
+
+    ``estimate`` may be an ``(estimate, low, high)`` triple instead of three arguments.
+    """
+    from . import stats
+
+    if low is None and high is None:
+        estimate, low, high = estimate
+    parts = {"est": estimate, "lo": low, "hi": high}
+    for suffix, v in parts.items():
+        glue(f"{name}_{suffix}", v, digits=digits, signed=signed, percent=percent)
+    return glue(name, stats.fmt_interval(estimate, low, high, digits, signed=signed, percent=percent))
+
+
+def glue_verdict(name: str, estimate: Any, low: Any = None, high: Any = None, *, reference: float = 0.0,
+                 above: str | None = None, none: str | None = None, below: str | None = None) -> str:
+    """Glue the verdict of :func:`utils.stats.verdict` (or the wording chosen for it); return the verdict.
+
+    Without wordings the glued text is the verdict itself (``"above"``, ``"no detectable
+    difference"``, ``"below"``). With all three wordings (e.g. ``above="higher than"``) the
+    glued text is the one that matches. The return value is always the bare verdict, so that
+    the notebook can branch on it.
+    """
+    from . import stats
+
+    if low is None and high is None:
+        estimate, low, high = estimate
+    result = stats.verdict(estimate, low, high, reference=reference)
+    wordings = (above, none, below)
+    if any(w is not None for w in wordings):
+        if not all(isinstance(w, str) for w in wordings):
+            raise ValueError(f"glue_verdict {name!r}: give all three wordings (above, none, below) or none")
+        glue(name, stats.phrase(result, above=above, none=none, below=below))
+    else:
+        glue(name, result)
+    return result
+
+
 def record_dataset(name: str, path: str, sha256: str, source: str) -> None:
     """Note that the notebook read ``path`` of dataset ``name`` (called by :mod:`utils.data`)."""
     entry = {"dataset": name, "file": path, "sha256": sha256, "source": source}
@@ -118,6 +211,6 @@ def current() -> dict[str, Any]:
 
 def reset() -> None:
     """Forget everything recorded (used by tests)."""
-    for key in ("metrics", "timings", "environment"):
+    for key in ("metrics", "timings", "environment", "glued"):
         _record[key] = {}
     _record["datasets"] = []
