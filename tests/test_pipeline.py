@@ -5,9 +5,11 @@ These are the slow tests (minutes); `pytest -m "not slow"` skips them.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +112,59 @@ def test_book_renders_every_chapter_with_figures_and_no_log_noise(built_book):
 def test_book_has_the_front_and_back_matter(built_book):
     for page in ("book/index", "book/preface", "book/how_to_run", "book/glossary", "book/references"):
         assert (built_book / f"{page}.html").is_file(), page
+
+
+# ------------------------------------------------------------------------- formulas, offline
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _no_network_prefix() -> list[str]:
+    """``unshare -n`` (a network namespace with no interface but loopback) where it works here."""
+    if shutil.which("unshare"):
+        probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
+        if probe.returncode == 0:
+            return ["unshare", "-n"]
+    return []
+
+
+def _visible_text(dom: str) -> str:
+    """The text a reader sees: no scripts, styles, code blocks or MathJax's own markup."""
+    for tag in ("script", "style", "pre", "code", "mjx-container", "mjx-assistive-mml"):
+        dom = re.sub(rf"<{tag}\b.*?</{tag}>", " ", dom, flags=re.S | re.I)
+    return html.unescape(re.sub(r"<[^>]+>", " ", dom))
+
+
+def test_every_chapter_typesets_its_formulas_with_the_network_cut(built_book, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Chromium is not installed: `apt-get install chromium` (Debian) to run this test")
+    offline = _no_network_prefix()
+    # without a network namespace, the browser's own switches keep it off the network
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--virtual-time-budget=20000"]
+    if not offline:
+        flags += ["--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
+    assert (built_book / "_static" / "mathjax" / "tex-chtml.js").is_file(), "MathJax is not served by the book"
+    for path in run.discover():
+        page = built_book / "notebooks" / f"{path.stem}.html"
+        assert "cdn.jsdelivr.net/npm/mathjax" not in page.read_text(), f"{page.name} loads MathJax from a CDN"
+        proc = subprocess.run([*offline, browser, *flags, f"--user-data-dir={tmp_path / path.stem}", "--dump-dom",
+                               page.as_uri()], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        dom = proc.stdout
+        assert "<mjx-container" in dom, f"{page.name}: no formula was typeset (offline)"
+        text = _visible_text(dom)
+        for raw in ("\\[", "\\(", "$$"):
+            assert raw not in text, f"{page.name}: raw {raw!r} left in the text: " \
+                                    f"{text[max(0, text.find(raw) - 80):text.find(raw) + 80]!r}"
+
+
+def test_pages_hide_papermill_plumbing_and_state_their_run(built_book):
+    for path in run.discover():
+        page = (built_book / "notebooks" / f"{path.stem}.html").read_text()
+        assert "injected-parameters" not in page, f"{path.stem}: papermill's injected cell is on the page"
+        assert "profile of" in page and "every number in its text comes from that run" in page

@@ -35,7 +35,7 @@ def test_metric_writes_the_record(record):
     assert report.metric("accuracy", value, unit="%", target=">= 0.8", split="test") is value
     assert read(record) == {"metrics": {"accuracy": {"value": 0.875, "unit": "%", "target": ">= 0.8",
                                                      "split": "test"}},
-                            "timings": {}, "datasets": [], "environment": {}}
+                            "timings": {}, "datasets": [], "environment": {}, "glued": {}}
     report.metric("loss", 1)
     on_disk = read(record)
     assert on_disk == report.current() and set(on_disk["metrics"]) == {"accuracy", "loss"}
@@ -160,6 +160,44 @@ def test_current_is_a_copy_and_reset_forgets(record):
     snapshot["metrics"]["m"]["value"] = 99
     assert report.current()["metrics"]["m"]["value"] == 1
     report.reset()
-    assert report.current() == {"metrics": {}, "timings": {}, "datasets": [], "environment": {}}
+    assert report.current() == {"metrics": {}, "timings": {}, "datasets": [], "environment": {}, "glued": {}}
     report.metric("fresh", 2)
     assert read(record)["metrics"] == {"fresh": {"value": 2}}
+
+
+# ------------------------------------------------------------------ values inserted into the prose
+def test_glue_formats_records_and_returns_the_text(record):
+    assert report.glue("dice", np.float32(0.98712)) == "0.987"
+    assert report.glue("diff", -0.0084, signed=True) == "\u22120.008"
+    assert report.glue("share", 0.1834, digits=1, percent=True) == "18.3 %"
+    assert report.glue("n_train", np.int64(48)) == "48"
+    assert report.glue("n_big", 500100) == "500,100"
+    assert report.glue("ratio", 2.04, ".1f") == "2.0"
+    assert report.glue("verdict_text", "no detectable difference") == "no detectable difference"
+    assert read(record)["glued"]["diff"] == "\u22120.008"
+
+
+def test_glue_refuses_bad_keys_and_booleans(record):
+    for key in ("", "1dice", "dice-score", "a b", None):
+        with pytest.raises(ValueError, match="glue name"):
+            report.glue(key, 0.5)
+    with pytest.raises(TypeError, match="boolean"):
+        report.glue("flag", True)
+
+
+def test_glue_interval_glues_the_parts(record):
+    text = report.glue_interval("ph", (0.002, -0.002, 0.005), signed=True)
+    assert text == "+0.002 [\u22120.002, +0.005]"
+    glued = read(record)["glued"]
+    assert glued["ph_est"] == "+0.002" and glued["ph_lo"] == "\u22120.002" and glued["ph_hi"] == "+0.005"
+
+
+def test_glue_verdict_follows_the_interval(record):
+    assert report.glue_verdict("v1", (0.002, -0.002, 0.005)) == "no detectable difference"
+    assert report.glue_verdict("v2", -0.008, -0.016, -0.002) == "below"
+    assert report.glue_verdict("v3", (0.97, 0.96, 0.98), reference=0.944, above="higher than",
+                               none="not detectably different from", below="lower than") == "above"
+    glued = read(record)["glued"]
+    assert glued["v1"] == "no detectable difference" and glued["v2"] == "below" and glued["v3"] == "higher than"
+    with pytest.raises(ValueError, match="all three wordings"):
+        report.glue_verdict("v4", (0.1, 0.0, 0.2), above="higher")

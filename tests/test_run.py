@@ -23,6 +23,9 @@ def report_dict():
             {"notebook": "01_ok.ipynb", "profile": "fast", "status": "ok", "wall_s": 12.34, "peak_rss_mb": 612.4,
              "environment": {"keras_backend": "jax", "devices": ["cpu:0", "gpu:0"]},
              "metrics": {"accuracy": {"value": 0.912345, "target": ">= 0.9"},
+                         "auc": {"value": [0.93, 0.89, 0.96], "target": ">= 0.944 (ResNet-18)"},
+                         "auc_low": {"value": [0.80, 0.75, 0.85], "target": ">= 0.90"},
+                         "files": {"value": 7, "target": "all 7"},
                          "dice": {"value": [0.5, 0.25], "unit": "per class"}, "n": {"value": 3}},
              "timings": {"train": {"seconds": 2.0, "n_items": 1000, "item": "images", "per_second": 500.0},
                          "setup": {"seconds": 0.5}},
@@ -38,14 +41,20 @@ def test_render_markdown():
     md = run.render_markdown(report_dict())
     lines = md.splitlines()
     assert md.endswith("\n")
-    assert lines[0] == ("Run of **2026-01-02 03:04** (UTC), profile **`fast`**, total **1.5 min**, "
-                        "commit `abc1234+local changes`.")
-    assert "| `01_ok.ipynb` | ✅ ok | 12.3 s | 612 MiB | jax | cpu:0, gpu:0 |" in lines
-    assert "| `02_broken.ipynb` | ❌ failed | 3.0 s | 100 MiB | – | – |" in lines
+    assert lines[0] == ("Run of **2026-01-02 03:04** (UTC), profile **`fast`**, total **1.5 min** "
+                        "(within 10 min), commit `abc1234+local changes`.")
+    assert "| `01_ok.ipynb` | ok | 12.3 s | within 100 s | 612 MiB | jax | cpu:0, gpu:0 |" in lines
+    assert "| `02_broken.ipynb` | **FAILED** | 3.0 s | within 100 s | 100 MiB | – | – |" in lines
     assert "Failed in cell 2 (`raise ValueError('boom')`): ValueError: boom" in lines
-    assert "| accuracy | 0.9123 | >= 0.9 |" in lines
-    assert "| dice | [0.5, 0.25] per class |  |" in lines
-    assert "| n | 3 |  |" in lines
+    assert "| accuracy | 0.9123 | >= 0.9 | **met**: point value, no interval |" in lines
+    assert ("| auc | [0.93, 0.89, 0.96] | >= 0.944 (ResNet-18) | **not shown**: the interval contains the "
+            "reference |") in lines
+    assert "| auc_low | [0.8, 0.75, 0.85] | >= 0.90 | **not met**: the whole interval is below the reference |" in lines
+    assert "| files | 7 | all 7 | not judged: the target states no number to compare with |" in lines
+    assert "| dice | [0.5, 0.25] per class |  |  |" in lines
+    assert "| n | 3 |  |  |" in lines
+    # status marks are words that every font has, not pictographs
+    assert "✅" not in md and "❌" not in md
     assert "| train | 2.0 | 500 images/s |" in lines and "| setup | 0.5 |  |" in lines
     assert f"| breastmnist | `medmnist/breastmnist.npz` | data_dir | `{'3a22d2a4' * 2}…` |" in lines
     assert "- CPU: Test CPU (2 cores), 8.0 GiB memory" in lines and "- Keras backend: jax" in lines
@@ -170,6 +179,23 @@ def test_render_markdown_escapes_table_breaking_text():
     text = run.render_markdown(report)
     metric_rows = [line for line in text.splitlines() if line.startswith("| AUC")]
     assert len(metric_rows) == 1
-    # an unescaped pipe would add columns: the row must still have exactly 3 cells
-    assert len([c for c in metric_rows[0].replace("\\|", "").split("|")[1:-1]]) == 3
+    # an unescaped pipe would add columns: the row must still have exactly 4 cells
+    assert len([c for c in metric_rows[0].replace("\\|", "").split("|")[1:-1]]) == 4
     assert "\nmore" not in text
+
+
+def test_prepare_page_hides_the_injected_cell_and_states_the_run(tmp_path):
+    nb = new_notebook(cells=[new_markdown_cell("# Title"), new_code_cell("PROFILE = 'full'"),
+                             new_code_cell("PROFILE = 'fast'"), new_code_cell("1 + 1")])
+    nb.cells[1].metadata["tags"] = ["parameters"]
+    nb.cells[2].metadata["tags"] = ["injected-parameters"]
+    path = tmp_path / "01_x.ipynb"
+    nbformat.write(nb, path)
+    entry = {"profile": "fast", "started": "2026-12-01 10:00", "environment": {"keras_backend": "jax"}}
+    for _ in range(2):  # twice: still one provenance line
+        run.prepare_page(path, entry, "abc1234")
+    done = nbformat.read(path, as_version=4)
+    assert [c.metadata.get("tags", []) for c in done.cells] == [
+        [], [run.PROVENANCE_TAG], ["parameters"], ["injected-parameters", "remove-cell"], []]
+    line = done.cells[1].source
+    assert "**fast** profile" in line and "abc1234" in line and "jax" in line

@@ -12,6 +12,13 @@ in order, with the ``PROFILE`` parameter injected, and
 * writes ``build/run_report.json`` (machine-readable) and
   ``build/book/book/run_report.md`` (included by the book's
   *Reproducibility report* page);
+* prepares the executed copies for the page: papermill's injected-parameters
+  cell is tagged ``remove-cell`` (the reader sees the chapter's own parameters
+  cell) and one line under the title says which profile, run and commit
+  produced the page;
+* judges, in the report, every metric that has a target (met / not met / not
+  shown, with :func:`utils.stats.judge`, the rule the prose's verdicts use) and
+  every chapter's wall time against its budget for the profile;
 * exits non-zero if any notebook failed, naming the notebook and the cell
   that broke.
 """
@@ -32,6 +39,7 @@ from pathlib import Path
 
 import psutil
 
+from . import stats
 from .exercises import STRICT_ENV
 from .report import RECORD_ENV
 
@@ -40,6 +48,12 @@ BUILD = REPO_ROOT / "build"
 STAGE = BUILD / "book"
 REPORT_JSON = BUILD / "run_report.json"
 REPORT_MD = STAGE / "book" / "run_report.md"
+# Wall-time budget of one chapter, and of the whole run, per profile (seconds, on a 2-core CPU): the
+# fast profile must fit a classroom and CI (the whole book in 10 minutes), the full profile the report
+# (no chapter above 15 minutes, the whole book within the hour).
+CHAPTER_BUDGET_S = {"fast": 100, "full": 900}
+TOTAL_BUDGET_S = {"fast": 600, "full": 3600}
+PROVENANCE_TAG = "run-provenance"
 PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "jax", "torch", "numpy", "scikit-learn", "scikit-image",
             "matplotlib", "pydicom", "nibabel", "papermill", "jupyter-book", "jupyterlab")
 
@@ -122,6 +136,33 @@ def _failed_cell(exc: Exception, executed: Path) -> dict:
     return info
 
 
+def prepare_page(executed: Path, entry: dict, commit: str) -> None:
+    """Make an executed copy ready for the book: hide papermill's plumbing, say what produced it.
+
+    The injected-parameters cell gets the ``remove-cell`` tag (the chapter's own ``parameters``
+    cell stays, so the page still shows the defaults a reader would run), and a markdown cell
+    tagged ``run-provenance`` after the title states the profile, date, commit and backend.
+    Running it twice changes nothing more.
+    """
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nb.cells = [c for c in nb.cells if PROVENANCE_TAG not in c.get("metadata", {}).get("tags", [])]
+    backend = entry.get("environment", {}).get("keras_backend", "no Keras")
+    line = (f"*This page shows the run of the **{entry['profile']}** profile of {entry.get('started', '?')} (UTC), "
+            f"commit `{commit}`, Keras backend {backend}: every number in its text comes from that run. "
+            f"See the {{doc}}`reproducibility report <../book/reproducibility>`.*")
+    cell = nbformat.v4.new_markdown_cell(line)
+    cell.metadata["tags"] = [PROVENANCE_TAG]
+    first = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
+    nb.cells.insert(first, cell)
+    nbformat.write(nb, executed)
+
+
 def execute(nb: Path, profile: str, out_dir: Path, record_dir: Path, timeout: int) -> dict:
     """Execute one notebook; return its report entry (never raises on notebook errors)."""
     import papermill as pm
@@ -132,7 +173,8 @@ def execute(nb: Path, profile: str, out_dir: Path, record_dir: Path, timeout: in
     env_backup = {k: os.environ.get(k) for k in (RECORD_ENV, STRICT_ENV)}
     os.environ[RECORD_ENV] = str(record)
     os.environ[STRICT_ENV] = "1"
-    entry: dict = {"notebook": nb.name, "profile": profile}
+    entry: dict = {"notebook": nb.name, "profile": profile,
+                   "started": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")}
     start = time.perf_counter()
     try:
         with PeakMemory() as mem:
@@ -153,7 +195,24 @@ def execute(nb: Path, profile: str, out_dir: Path, record_dir: Path, timeout: in
     entry["peak_rss_mb"] = round(mem.peak / 2**20, 1)
     if record.is_file():
         entry.update(json.loads(record.read_text()))
+    if out.is_file():
+        try:
+            prepare_page(out, entry, _commit())
+        except Exception as exc:  # the page is still usable; say why it has no provenance line
+            print(f"warning: could not prepare {out.name} for the book: {exc}", file=sys.stderr)
     return entry
+
+
+def _commit() -> str:
+    """The checkout's short commit, with ``+local changes`` when notebooks or utils differ from it."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "notebooks", "utils"], cwd=REPO_ROOT,
+                                    capture_output=True, text=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", False
+    return commit + ("+local changes" if dirty else "")
 
 
 def environment() -> dict:
@@ -164,13 +223,6 @@ def environment() -> dict:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "notebooks", "utils"], cwd=REPO_ROOT,
-                                    capture_output=True, text=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "unknown", False
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -182,7 +234,7 @@ def environment() -> dict:
     return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
             "cpu_count": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "keras_backend_env": os.environ.get("KERAS_BACKEND", "tensorflow (default)"),
-            "git_commit": commit + ("+local changes" if dirty else ""), "packages": versions}
+            "git_commit": _commit(), "packages": versions}
 
 
 def _fmt(value) -> str:
@@ -198,27 +250,50 @@ def _cell(text) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("`", "'").replace("\n", " ")
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.0f} min"
+
+
+def _budget(seconds: float, budget: float) -> str:
+    """``"within 100 s"`` or ``"over 15 min"``: a wall time against its budget."""
+    return f"{'within' if seconds <= budget else 'over'} {_duration(budget)}"
+
+
 def render_markdown(report: dict) -> str:
-    """The run report as MyST markdown (tables), included by book/reproducibility.md."""
+    """The run report as MyST markdown (tables), included by book/reproducibility.md.
+
+    Status words are plain text (every font has them). Each metric with a target is judged with
+    :func:`utils.stats.judge`; each chapter's wall time is set against :data:`CHAPTER_BUDGET_S`.
+    """
     env = report["environment"]
-    lines = [f"Run of **{report['started']}** (UTC), profile **`{report['profile']}`**, "
-             f"total **{report['total_s'] / 60:.1f} min**, commit `{env['git_commit']}`.", "",
-             "| notebook | status | wall time | peak memory | backend | devices |", "|---|---|---|---|---|---|"]
+    profile = report["profile"]
+    chapter_budget = CHAPTER_BUDGET_S.get(profile, CHAPTER_BUDGET_S["full"])
+    total_budget = TOTAL_BUDGET_S.get(profile, TOTAL_BUDGET_S["full"])
+    lines = [f"Run of **{report['started']}** (UTC), profile **`{profile}`**, "
+             f"total **{report['total_s'] / 60:.1f} min** ({_budget(report['total_s'], total_budget)}), "
+             f"commit `{env['git_commit']}`.", "",
+             "| notebook | status | wall time | budget | peak memory | backend | devices |",
+             "|---|---|---|---|---|---|---|"]
     for nb in report["notebooks"]:
         e = nb.get("environment", {})
-        status = "✅ ok" if nb["status"] == "ok" else f"❌ {nb['status']}"
-        lines.append(f"| `{nb['notebook']}` | {status} | {nb['wall_s']:.1f} s | {nb['peak_rss_mb']:.0f} MiB | "
-                     f"{e.get('keras_backend', '–')} | {', '.join(e.get('devices', [])) or '–'} |")
+        status = "ok" if nb["status"] == "ok" else f"**{nb['status'].upper()}**"
+        lines.append(f"| `{nb['notebook']}` | {status} | {nb['wall_s']:.1f} s | {_budget(nb['wall_s'], chapter_budget)} | "
+                     f"{nb['peak_rss_mb']:.0f} MiB | {e.get('keras_backend', '–')} | {', '.join(e.get('devices', [])) or '–'} |")
     for nb in report["notebooks"]:
         lines += ["", f"## `{nb['notebook']}`", ""]
         if nb["status"] != "ok":
             lines += [f"Failed in cell {nb.get('cell', '?')} (`{_cell(nb.get('cell_source', ''))}`): "
                       f"{_cell(nb.get('error', ''))}", ""]
         if nb.get("metrics"):
-            lines += ["| metric | value | target |", "|---|---|---|"]
+            lines += ["| metric | value | target | judged |", "|---|---|---|---|"]
             for name, m in nb["metrics"].items():
                 unit = f" {m['unit']}" if m.get("unit") else ""
-                lines.append(f"| {_cell(name)} | {_cell(_fmt(m['value']))}{_cell(unit)} | {_cell(m.get('target', ''))} |")
+                judged = ""
+                if m.get("target"):
+                    verdict, why = stats.judge(m["value"], str(m["target"]))
+                    judged = f"**{verdict}**: {why}" if verdict != stats.NOT_JUDGED else f"{verdict}: {why}"
+                lines.append(f"| {_cell(name)} | {_cell(_fmt(m['value']))}{_cell(unit)} | "
+                             f"{_cell(m.get('target', ''))} | {_cell(judged)} |")
             lines.append("")
         if nb.get("timings"):
             lines += ["| timing | seconds | throughput |", "|---|---|---|"]
