@@ -1,7 +1,8 @@
 # Tasks of the course. The two commands a fresh machine needs are:
 #   make book            # set up, fetch data, execute every chapter (PROFILE=full), build the HTML book
 #   make test            # set up and run the whole test suite (unit tests, fast-profile run, book build)
-# Variables: PROFILE=fast|full, PYTHON=python3.11, VENV=.venv, MEDIMG_DATA_DIR=<mirror of the data>.
+# Variables: PROFILE=fast|full, FORCE=1 (re-run unchanged chapters), PYTHON=python3.11, VENV=.venv,
+# MEDIMG_DATA_DIR=<mirror of the data>.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,7 @@ PROFILE ?= full
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: env data run book test test-jax unit student clean
+.PHONY: env data run book test test-jax unit student lab clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "the course pins Python 3.11; run make PYTHON=python3.11"'
@@ -24,8 +25,10 @@ env: $(STAMP)
 data: env
 	$(PY) -m utils.data fetch --used
 
+# A chapter whose inputs are unchanged since its last successful run (same profile and backend) is
+# reused, not re-executed; `make book FORCE=1` re-runs every chapter.
 run: data
-	$(PY) -m utils.run --profile $(PROFILE)
+	$(PY) -m utils.run --profile $(PROFILE) $(if $(FORCE),--force)
 
 book: run
 	$(PY) -m utils.book
@@ -50,6 +53,10 @@ unit: env
 
 student: env
 	$(PY) -m utils.student
+
+# JupyterLab on the chapters, with the course's environment as the kernel (the notebooks import utils).
+lab: env
+	$(PY) -m jupyter lab --ServerApp.root_dir=notebooks
 
 clean:
 	rm -rf build student

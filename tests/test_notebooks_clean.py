@@ -89,3 +89,12 @@ def test_exercise_cells_end_with_a_check(chapter):
         assert CHECK_CALL.search(after), (f"{name} cell {i}: a solution must be followed by a check from "
                                           f"utils.exercises (check_function/check_value/check_digest/check_true)")
         assert "hide-input" in cell.metadata.get("tags", []), f"{name} cell {i}: tag it hide-input"
+
+
+def test_setup_cell_is_collapsed(chapter):
+    """The set-up cell (imports, course.setup) right after the parameters is plumbing: hide its input."""
+    name, nb = chapter
+    cells = code_cells(nb)
+    setup_index, setup = cells[1]
+    assert "course.setup(" in setup.source, f"{name}: the cell after the parameters must call course.setup"
+    assert "hide-input" in setup.metadata.get("tags", []), f"{name} cell {setup_index}: tag the set-up cell hide-input"

@@ -36,14 +36,14 @@ def _python(*args: str, timeout: int) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def fast_run():
-    proc = _python("-m", "utils.run", "--profile", "fast", timeout=40 * 60)
+    proc = _python("-m", "utils.run", "--profile", "fast", "--force", timeout=40 * 60)
     assert proc.returncode == 0, f"runner failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads(run.REPORT_JSON.read_text())
 
 
 @pytest.fixture(scope="module")
 def built_book(fast_run):
-    proc = _python("-m", "utils.book", timeout=20 * 60)
+    proc = _python("-m", "utils.book", "--all", timeout=20 * 60)
     assert proc.returncode == 0, f"book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return HTML
 

@@ -41,8 +41,9 @@ def test_render_markdown():
     md = run.render_markdown(report_dict())
     lines = md.splitlines()
     assert md.endswith("\n")
-    assert lines[0] == ("Run of **2026-01-02 03:04** (UTC), profile **`fast`**, total **1.5 min** "
-                        "(within 10 min), commit `abc1234+local changes`.")
+    assert lines[0] == ("Run of **2026-01-02 03:04** (UTC), profile **`fast`**, total **1.5 min**, "
+                        "commit `abc1234+local changes`. The chapters' own wall times add up to **0.3 min** "
+                        "(within 10 min).")
     assert "| `01_ok.ipynb` | ok | 12.3 s | within 100 s | 612 MiB | jax | cpu:0, gpu:0 |" in lines
     assert "| `02_broken.ipynb` | **FAILED** | 3.0 s | within 100 s | 100 MiB | – | – |" in lines
     assert "Failed in cell 2 (`raise ValueError('boom')`): ValueError: boom" in lines
@@ -199,3 +200,48 @@ def test_prepare_page_hides_the_injected_cell_and_states_the_run(tmp_path):
         [], [run.PROVENANCE_TAG], ["parameters"], ["injected-parameters", "remove-cell"], []]
     line = done.cells[1].source
     assert "**fast** profile" in line and "abc1234" in line and "jax" in line
+
+
+def test_a_chapter_with_unchanged_inputs_is_reused(tmp_path, monkeypatch):
+    root = tmp_path / "repo"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "utils").mkdir()
+    (root / "data").mkdir()
+    nb_path = root / "notebooks" / "01_x.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("1 + 1")]), nb_path)
+    (root / "utils" / "a.py").write_text("x = 1\n")
+    (root / "data" / "registry.toml").write_text('[d1]\nused_by = ["01_x"]\n[d2]\nused_by = ["02_y"]\n')
+    (root / "requirements.txt").write_text("numpy==2.4.6\n")
+    base = run.fingerprint(nb_path, "fast", root)
+    assert run.fingerprint(nb_path, "fast", root) == base  # deterministic
+    assert run.fingerprint(nb_path, "full", root) != base
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert run.fingerprint(nb_path, "fast", root) != base
+    monkeypatch.delenv("KERAS_BACKEND")
+    # what does not feed the chapter does not matter; what does, does
+    (root / "data" / "registry.toml").write_text('[d1]\nused_by = ["01_x"]\n[d2]\nused_by = ["02_y"]\nx = 1\n')
+    assert run.fingerprint(nb_path, "fast", root) == base
+    for path, text in ((root / "utils" / "a.py", "x = 2\n"), (root / "requirements.txt", "numpy==2.4.7\n"),
+                       (root / "data" / "registry.toml", '[d1]\nused_by = ["01_x"]\nsha256 = "ab"\n')):
+        old = path.read_text()
+        path.write_text(text)
+        assert run.fingerprint(nb_path, "fast", root) != base, path.name
+        path.write_text(old)
+
+    monkeypatch.setattr(run, "RUN_CACHE", tmp_path / "cache")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert run.reuse(nb_path, "fast", out, base) is None  # nothing cached yet
+    (out / nb_path.name).write_text("executed")
+    entry = {"notebook": "01_x.ipynb", "status": "ok", "wall_s": 5.0, "started": "2026-12-01 10:00"}
+    run.remember(nb_path, "fast", out, base, entry)
+    (out / nb_path.name).unlink()
+    again = run.reuse(nb_path, "fast", out, base)
+    assert again["reused"]["from_run"] == "2026-12-01 10:00" and again["wall_s"] == 5.0
+    assert (out / nb_path.name).read_text() == "executed"
+    assert run.reuse(nb_path, "fast", out, "other digest") is None
+    assert run.reuse(nb_path, "full", out, base) is None
+    run.remember(nb_path, "fast", out, "d2", {**entry, "status": "failed"})  # a failed run is never kept
+    assert run.reuse(nb_path, "fast", out, "d2") is None
+    md = run.render_markdown({**report_dict(), "notebooks": [{**again, "peak_rss_mb": 10.0, "profile": "fast"}]})
+    assert "ok (reused: run of 2026-12-01 10:00" in md and "1 of 1 chapters were reused" in md

@@ -4,7 +4,9 @@
 into ``build/book/`` beside the executed notebooks that ``python -m utils.run``
 wrote there, checks that every chapter in the table of contents has been
 executed, and runs ``jupyter-book build`` with warnings as errors.  The HTML
-lands in ``build/book/_build/html``.
+lands in ``build/book/_build/html``.  Sphinx rebuilds only the pages whose
+sources changed since the last build (the copies keep their modification
+times); ``--all`` rebuilds every page.
 """
 
 from __future__ import annotations
@@ -63,13 +65,15 @@ def stage(root: Path = REPO_ROOT, dest: Path = STAGE) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.book", description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-strict", action="store_true", help="do not turn warnings into errors")
+    parser.add_argument("--all", action="store_true",
+                        help="rebuild every page (default: only pages whose sources changed since the last build)")
     args = parser.parse_args(argv)
     problems = stage()
     if problems:
         for p in problems:
             print(f"error: {p}", file=sys.stderr)
         return 2
-    cmd = ["jupyter-book", "build", str(STAGE), "--all", "--keep-going"]
+    cmd = ["jupyter-book", "build", str(STAGE), "--keep-going"] + (["--all"] if args.all else [])
     if not args.no_strict:
         cmd += ["-W", "-n"]
     exe = Path(sys.executable).parent / "jupyter-book"

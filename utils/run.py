@@ -16,6 +16,11 @@ in order, with the ``PROFILE`` parameter injected, and
   cell is tagged ``remove-cell`` (the reader sees the chapter's own parameters
   cell) and one line under the title says which profile, run and commit
   produced the page;
+* skips a chapter whose inputs are unchanged since its last successful run
+  under the same profile and backend (:func:`fingerprint`: the notebook, every
+  ``utils`` source, the registry entries it reads, the pinned requirements, the
+  package versions and the data directory) and reuses that run's executed copy
+  and report entry, saying so; ``--force`` re-runs everything;
 * judges, in the report, every metric that has a target (met / not met / not
   shown, with :func:`utils.stats.judge`, the rule the prose's verdicts use) and
   every chapter's wall time against its budget for the profile;
@@ -27,8 +32,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import importlib.metadata
 import json
+import shutil
+import tomllib
 import os
 import platform
 import subprocess
@@ -48,6 +56,7 @@ BUILD = REPO_ROOT / "build"
 STAGE = BUILD / "book"
 REPORT_JSON = BUILD / "run_report.json"
 REPORT_MD = STAGE / "book" / "run_report.md"
+RUN_CACHE = BUILD / "run-cache"  # executed copies and report entries of earlier runs, for reuse
 # Wall-time budget of one chapter, and of the whole run, per profile (seconds, on a 2-core CPU): the
 # fast profile must fit a classroom and CI (the whole book in 10 minutes), the full profile the report
 # (no chapter above 15 minutes, the whole book within the hour).
@@ -269,14 +278,21 @@ def render_markdown(report: dict) -> str:
     profile = report["profile"]
     chapter_budget = CHAPTER_BUDGET_S.get(profile, CHAPTER_BUDGET_S["full"])
     total_budget = TOTAL_BUDGET_S.get(profile, TOTAL_BUDGET_S["full"])
+    chapters_s = sum(nb["wall_s"] for nb in report["notebooks"])
+    reused = [nb["notebook"] for nb in report["notebooks"] if nb.get("reused")]
     lines = [f"Run of **{report['started']}** (UTC), profile **`{profile}`**, "
-             f"total **{report['total_s'] / 60:.1f} min** ({_budget(report['total_s'], total_budget)}), "
-             f"commit `{env['git_commit']}`.", "",
+             f"total **{report['total_s'] / 60:.1f} min**, commit `{env['git_commit']}`. "
+             f"The chapters' own wall times add up to **{chapters_s / 60:.1f} min** "
+             f"({_budget(chapters_s, total_budget)})"
+             + (f"; {len(reused)} of {len(report['notebooks'])} chapters were reused from an earlier run with the "
+                f"same inputs (marked below)." if reused else "."), "",
              "| notebook | status | wall time | budget | peak memory | backend | devices |",
              "|---|---|---|---|---|---|---|"]
     for nb in report["notebooks"]:
         e = nb.get("environment", {})
         status = "ok" if nb["status"] == "ok" else f"**{nb['status'].upper()}**"
+        if nb.get("reused"):
+            status += f" (reused: run of {nb['reused']['from_run']}, commit {nb['reused']['commit']})"
         lines.append(f"| `{nb['notebook']}` | {status} | {nb['wall_s']:.1f} s | {_budget(nb['wall_s'], chapter_budget)} | "
                      f"{nb['peak_rss_mb']:.0f} MiB | {e.get('keras_backend', '–')} | {', '.join(e.get('devices', [])) or '–'} |")
     for nb in report["notebooks"]:
@@ -314,11 +330,92 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _backend() -> str:
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def fingerprint(nb: Path, profile: str, root: Path = REPO_ROOT) -> str:
+    """SHA-256 of everything that can change what ``nb`` computes under ``profile``.
+
+    Covered: the notebook's bytes; every ``utils/*.py`` source (any shared code may be used);
+    the entries of ``data/registry.toml`` that list the notebook in ``used_by`` (the files it
+    reads are pinned by their checksums there); ``requirements.txt``; the installed versions of
+    the key packages; the profile, the Keras backend and the data directory (a mirror may hold
+    a different copy of a dataset, as for CIFAR-10). Not covered: hand edits to installed
+    packages, and the hardware (a run on another machine is reused as long as the cache is
+    there; ``--force`` re-runs).
+    """
+    h = hashlib.sha256()
+
+    def add(label: str, data: bytes) -> None:
+        h.update(label.encode() + b"\0" + hashlib.sha256(data).digest())
+
+    add("notebook", nb.read_bytes())
+    for src in sorted((root / "utils").glob("*.py")):
+        add(f"utils/{src.name}", src.read_bytes())
+    registry_path = root / "data" / "registry.toml"
+    if registry_path.is_file():
+        reg = tomllib.loads(registry_path.read_text(encoding="utf-8"))
+        used = {name: entry for name, entry in reg.items()
+                if isinstance(entry, dict) and nb.stem in entry.get("used_by", [])}
+        add("registry", json.dumps(used, sort_keys=True, default=str).encode())
+    for name in ("requirements.txt",):
+        if (root / name).is_file():
+            add(name, (root / name).read_bytes())
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    settings = {"profile": profile, "backend": _backend(), "packages": versions,
+                "data_dir": os.environ.get("MEDIMG_DATA_DIR", ""), "python": platform.python_version()}
+    add("settings", json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _cache_paths(nb: Path, profile: str) -> tuple[Path, Path]:
+    stem = f"{nb.stem}.{profile}.{_backend()}"
+    return RUN_CACHE / f"{stem}.json", RUN_CACHE / f"{stem}.ipynb"
+
+
+def reuse(nb: Path, profile: str, out_dir: Path, digest: str) -> dict | None:
+    """The report entry of an earlier successful run with the same inputs, its executed copy put back; else None."""
+    meta_path, copy_path = _cache_paths(nb, profile)
+    if not (meta_path.is_file() and copy_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if meta.get("fingerprint") != digest or meta.get("entry", {}).get("status") != "ok":
+        return None
+    shutil.copy2(copy_path, out_dir / nb.name)  # copy2 keeps the mtime: the book build sees no change
+    entry = dict(meta["entry"])
+    entry["reused"] = {"from_run": entry.get("started", "?"), "commit": meta.get("commit", "?")}
+    return entry
+
+
+def remember(nb: Path, profile: str, out_dir: Path, digest: str, entry: dict) -> None:
+    """Keep a successful run's executed copy and report entry for :func:`reuse`."""
+    if entry.get("status") != "ok" or not (out_dir / nb.name).is_file():
+        return
+    meta_path, copy_path = _cache_paths(nb, profile)
+    RUN_CACHE.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(out_dir / nb.name, copy_path)
+    clean = {k: v for k, v in entry.items() if k != "reused"}
+    tmp = meta_path.with_suffix(".json.part")
+    tmp.write_text(json.dumps({"fingerprint": digest, "commit": _commit(), "entry": clean}, ensure_ascii=False))
+    os.replace(tmp, meta_path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", choices=("fast", "full"), default=os.environ.get("PROFILE", "full"))
     parser.add_argument("--only", nargs="*", help="run only notebooks whose name contains one of these")
     parser.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
+    parser.add_argument("--force", action="store_true",
+                        help="execute every chapter, even those whose inputs are unchanged since their last run")
     args = parser.parse_args(argv)
 
     nbs = discover(only=args.only)
@@ -331,9 +428,17 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     entries = []
     for i, nb in enumerate(nbs, 1):
+        digest = fingerprint(nb, args.profile)
+        entry = None if args.force else reuse(nb, args.profile, out_dir, digest)
+        if entry is not None:
+            entries.append(entry)
+            print(f"[{i}/{len(nbs)}] {nb.name}: inputs unchanged since the run of {entry['reused']['from_run']} "
+                  f"(commit {entry['reused']['commit']}); reusing it (--force re-runs)", flush=True)
+            continue
         print(f"[{i}/{len(nbs)}] {nb.name} (profile {args.profile}) ...", flush=True)
         entry = execute(nb, args.profile, out_dir, record_dir, args.timeout)
         entries.append(entry)
+        remember(nb, args.profile, out_dir, digest, entry)
         if entry["status"] == "ok":
             print(f"[{i}/{len(nbs)}] {nb.name}: ok in {entry['wall_s']:.1f} s, peak {entry['peak_rss_mb']:.0f} MiB",
                   flush=True)
