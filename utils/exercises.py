@@ -4,7 +4,11 @@ Conventions (shared with :mod:`utils.student`):
 
 * the solution inside an exercise code cell sits between the lines
   ``### BEGIN SOLUTION`` and ``### END SOLUTION``; the student edition
-  replaces that region with a ``raise NotImplementedError`` placeholder;
+  replaces that region with a placeholder: inside a function,
+  ``raise exercises.NotAttempted(...)``; at the top level of a cell, each name
+  the solution defines is set to :data:`NOT_ATTEMPTED`, and the rest of the
+  cell runs inside ``with exercises.attempt("N.M"):``, so that an unanswered
+  exercise reports "not attempted" and *Run All* goes on to the end;
 * markdown cells that explain a solution carry the cell tag ``solution`` and
   are dropped from the student edition.
 
@@ -36,8 +40,60 @@ class ExerciseFailed(AssertionError):
     """Raised in strict mode when an exercise check fails."""
 
 
-class _NotAttempted(Exception):
-    pass
+class NotAttempted(NotImplementedError):
+    """Raised by a placeholder of the student edition that the student has not replaced yet."""
+
+
+class _Placeholder:
+    """The value of an answer not written yet: any use of it raises :class:`NotAttempted`.
+
+    Checks recognise it and report "not attempted"; code that uses it (``len(answer)``,
+    ``f"{answer:.3f}"``, ``answer + 1``) raises :class:`NotAttempted`, which
+    :func:`attempt` turns into the same report.
+    """
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NOT_ATTEMPTED"
+
+    def _refuse(self, *args, **kwargs):
+        raise NotAttempted("this answer is still the placeholder NOT_ATTEMPTED: replace it with your code")
+
+
+for _name in ("__getattr__", "__getitem__", "__call__", "__len__", "__iter__", "__bool__", "__format__",
+              "__float__", "__int__", "__index__", "__array__", "__lt__", "__le__", "__gt__", "__ge__",
+              "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
+              "__rtruediv__", "__pow__", "__neg__", "__abs__", "__contains__", "__matmul__", "__rmatmul__"):
+    setattr(_Placeholder, _name, _Placeholder._refuse)
+
+NOT_ATTEMPTED = _Placeholder()
+
+
+class attempt:
+    """``with exercises.attempt("3.2"):`` around the check part of a student's exercise cell.
+
+    If the student has not replaced a placeholder yet (:class:`NotAttempted` is raised inside
+    the block), the exercise is reported as not attempted and the notebook goes on; any other
+    exception propagates as usual.
+    """
+
+    def __init__(self, exercise: str):
+        self.exercise = exercise
+
+    def __enter__(self) -> "attempt":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None and issubclass(exc_type, NotAttempted):
+            _report(self.exercise, False, "", attempted=False)
+            return True
+        return False
 
 
 def _report(exercise: str, ok: bool, hint: str, attempted: bool = True) -> bool:
@@ -55,7 +111,7 @@ def _report(exercise: str, ok: bool, hint: str, attempted: bool = True) -> bool:
 
 
 def _is_placeholder(value: Any) -> bool:
-    return value is None or value is Ellipsis
+    return value is None or value is Ellipsis or value is NOT_ATTEMPTED
 
 
 def _close(a: Any, b: Any, rtol: float, atol: float) -> bool:

@@ -3,9 +3,15 @@
 ``python -m utils.student [--out student]`` writes one notebook per chapter:
 
 * inside code cells, every region between ``### BEGIN SOLUTION`` and
-  ``### END SOLUTION`` becomes ``raise NotImplementedError(...)`` at the same
-  indentation (the check call after it stays, so students get the automatic
-  feedback once they fill the gap);
+  ``### END SOLUTION`` becomes a placeholder: inside a function,
+  ``raise exercises.NotAttempted(...)``; at the top level, one line
+  ``name = exercises.NOT_ATTEMPTED`` for each name the solution defines, and
+  the rest of the cell (the check) runs inside ``with exercises.attempt("N.M"):``.
+  An unanswered exercise so reports "not attempted" and *Run All* reaches the
+  end of the notebook; the check stays, so students get the automatic feedback
+  once they fill the gap;
+* the parameters cell selects the fast profile (``PROFILE = "fast"``), which
+  suits a laptop and a classroom;
 * markdown or code cells tagged ``solution`` are dropped;
 * the ``hide-input`` tag that hides solutions in the book is removed, since
   the cell now holds the student's own work;
@@ -15,9 +21,11 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 import nbformat
@@ -25,7 +33,9 @@ import nbformat
 from .exercises import BEGIN, END
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PLACEHOLDER = 'raise NotImplementedError("Exercise: write your code here")'
+PLACEHOLDER = 'raise exercises.NotAttempted("Exercise: write your code here")'
+TOP_LEVEL_PLACEHOLDER = "exercises.NOT_ATTEMPTED"
+_CHECK_ID = re.compile(r"exercises\.check_\w+\(\s*[\"']([^\"']+)[\"']")
 
 
 class SolutionMarkerError(ValueError):
@@ -45,33 +55,95 @@ def _check_marker(line: str, where: str) -> None:
         )
 
 
-def strip_solution_source(source: str, where: str = "cell") -> str:
-    """Replace each marked solution region of ``source`` by a placeholder line.
+def _defined_names(code: str) -> list[str]:
+    """Names a top-level solution region binds (assignments, defs, imports, loop targets), in order."""
+    try:
+        tree = ast.parse(textwrap.dedent(code))
+    except SyntaxError:
+        return []
+    names: list[str] = []
 
-    The placeholder keeps the indentation of the ``### BEGIN SOLUTION`` line.
-    Raises :class:`SolutionMarkerError` for nested, unclosed, unopened or
-    malformed markers.
+    def add(target: ast.AST) -> None:
+        for node in ast.walk(target):
+            if isinstance(node, ast.Name) and node.id not in names:
+                names.append(node.id)
+
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.Assign,)):
+            for t in stmt.targets:
+                add(t)
+        elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor)):
+            add(stmt.target)
+        elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if stmt.name not in names:
+                names.append(stmt.name)
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            for alias in stmt.names:
+                name = (alias.asname or alias.name).split(".")[0]
+                if name not in names:
+                    names.append(name)
+        elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+            for item in stmt.items:
+                if item.optional_vars is not None:
+                    add(item.optional_vars)
+    return [n for n in names if not n.startswith("_")] or [n for n in names]
+
+
+def strip_solution_source(source: str, where: str = "cell") -> str:
+    """Replace each marked solution region of ``source`` by a placeholder (see the module docstring).
+
+    An indented region (inside a function) becomes :data:`PLACEHOLDER` at its indentation; a
+    top-level region becomes ``name = exercises.NOT_ATTEMPTED`` for each name it defines, and
+    the code after the last top-level region runs inside ``with exercises.attempt(...)``.
+    Raises :class:`SolutionMarkerError` for nested, unclosed, unopened or malformed markers.
     """
     out: list[str] = []
     inside = False
+    region: list[str] = []
+    indent = ""
+    last_top_level = None  # index in ``out`` after the last top-level region
     for line in source.splitlines():
         stripped = line.strip()
         _check_marker(line, where)
         if stripped == BEGIN:
             if inside:
                 raise SolutionMarkerError(f"{where}: nested {BEGIN!r}")
-            inside = True
+            inside, region = True, []
             indent = line[: len(line) - len(line.lstrip())]
-            out.append(f"{indent}# YOUR CODE HERE")
-            out.append(f"{indent}{PLACEHOLDER}")
         elif stripped == END:
             if not inside:
                 raise SolutionMarkerError(f"{where}: {END!r} without {BEGIN!r}")
             inside = False
-        elif not inside:
+            out.append(f"{indent}# YOUR CODE HERE")
+            names = _defined_names("\n".join(region)) if not indent else []
+            if indent or not names:
+                out.append(f"{indent}{PLACEHOLDER}")
+            else:
+                out += [f"{name} = {TOP_LEVEL_PLACEHOLDER}  # replace with your answer" for name in names]
+                last_top_level = len(out)
+        elif inside:
+            region.append(line)
+        else:
             out.append(line)
     if inside:
         raise SolutionMarkerError(f"{where}: {BEGIN!r} is never closed by {END!r}")
+    if last_top_level is not None:
+        rest = "\n".join(out[last_top_level:])
+        # keep placeholders only for the names the check uses (the others would hint at the solution's steps)
+        placeholders = [(i, line.split(" = ", 1)[0]) for i, line in enumerate(out[:last_top_level])
+                        if line.endswith(f" = {TOP_LEVEL_PLACEHOLDER}  # replace with your answer")]
+        used = {i for i, name in placeholders if re.search(rf"\b{re.escape(name)}\b", rest)}
+        if used:
+            drop = {i for i, _ in placeholders} - used
+            last_top_level -= len(drop)
+            out = [line for i, line in enumerate(out) if i not in drop]
+            rest = "\n".join(out[last_top_level:])
+        if rest.strip():
+            ids = _CHECK_ID.findall(rest)
+            label = ids[0] if ids else "?"
+            out = out[:last_top_level] + [f"with exercises.attempt({label!r}):  # reports 'not attempted' until "
+                                          f"you replace the placeholders above"] + \
+                [textwrap.indent(rest, "    ", lambda ln: True)]
     return "\n".join(out)
 
 
@@ -103,6 +175,8 @@ def student_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbfor
         if "solution" in tags:
             continue
         if cell.cell_type == "code":
+            if "parameters" in tags:
+                cell.source = re.sub(r'^PROFILE\s*=\s*["\']full["\']', 'PROFILE = "fast"', cell.source, flags=re.M)
             if _MARKER_LIKE.search(cell.source):
                 cell.source = strip_solution_source(cell.source, f"{name} cell {i}")
                 tags = [t for t in tags if t not in {"hide-input", "hide-cell"}]
