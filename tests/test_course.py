@@ -139,3 +139,24 @@ def test_setup_errors_record_nothing(fake_keras, kwargs, message):
 def test_devices_without_keras(monkeypatch):
     monkeypatch.setitem(sys.modules, "keras", None)
     assert course.devices() == ["cpu"]
+
+
+def test_progress_is_silent_under_the_runner_and_in_scripts(monkeypatch):
+    from utils import report
+
+    monkeypatch.delenv("MEDIMG_PROGRESS", raising=False)
+    monkeypatch.setenv(report.RECORD_ENV, "/tmp/record.json")
+    assert not course.interactive() and course.fit_verbose() == 0
+    items = [1, 2, 3]
+    assert course.progress(items, desc="x") is items  # unchanged: nothing reaches the book
+    monkeypatch.delenv(report.RECORD_ENV)
+    assert not course.interactive()  # plain Python (pytest) has no interactive shell
+
+
+def test_progress_can_be_forced(monkeypatch):
+    monkeypatch.setenv("MEDIMG_PROGRESS", "1")
+    assert course.interactive() and course.fit_verbose() == 1
+    bar = course.progress(range(3), desc="bootstrap")
+    assert list(bar) == [0, 1, 2] and bar is not None and not isinstance(bar, range)
+    monkeypatch.setenv("MEDIMG_PROGRESS", "0")
+    assert course.fit_verbose() == 0

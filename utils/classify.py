@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
+from . import course
 from .tables import markdown_table  # noqa: F401  (re-exported for the notebooks)
 
 #: Augmentation per imaging modality (arguments of :func:`augmentation_layers`).
@@ -287,7 +288,8 @@ def fit_timed(model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: i
     (for the run report's throughput).
     """
     t0 = time.perf_counter()
-    hist = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, **fit_kwargs)
+    fit_kwargs.setdefault("verbose", course.fit_verbose())
+    hist = model.fit(x, y, epochs=epochs, batch_size=batch_size, **fit_kwargs)
     seconds = time.perf_counter() - t0
     return dict(hist.history), seconds, int(epochs) * len(x)
 

@@ -111,6 +111,43 @@ def devices() -> list[str]:
     return ["cpu"]
 
 
+def interactive() -> bool:
+    """True in a notebook or IPython session that a person watches; False under the runner and in scripts.
+
+    The runner (``python -m utils.run``) sets ``MEDIMG_RUN_RECORD``; there, and wherever no
+    interactive IPython shell is running, progress output would only be noise in the book.
+    ``MEDIMG_PROGRESS=0`` or ``1`` overrides the guess.
+    """
+    forced = os.environ.get("MEDIMG_PROGRESS")
+    if forced in ("0", "1"):
+        return forced == "1"
+    if os.environ.get(report.RECORD_ENV):
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython ships with the course
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ in ("ZMQInteractiveShell", "TerminalInteractiveShell")
+
+
+def fit_verbose() -> int:
+    """``verbose`` for ``model.fit``: Keras' progress bar where a person watches (1), silence in the book (0)."""
+    return 1 if interactive() else 0
+
+
+def progress(iterable, desc: str | None = None, total: int | None = None):
+    """``iterable`` with a progress bar (``tqdm``) where a person watches, unchanged in the book and in tests.
+
+    For the long loops of the chapters: bootstrap replicates, seeds, sweeps, federated rounds.
+    """
+    if not interactive():
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, leave=False)
+
+
 def setup(profile: str, seed: int = 0, *, fast: dict | None = None, full: dict | None = None,
           keras_needed: bool = True) -> SimpleNamespace:
     """Prepare a chapter: validate the profile, seed, make it deterministic, record the environment."""

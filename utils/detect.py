@@ -62,6 +62,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import course
+
 FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 __all__ = [
@@ -619,7 +621,7 @@ def bootstrap_detection_ci(metric: Callable[[list, list, list], float], gt_boxes
     rng = np.random.default_rng(seed)
     n = len(gts)
     stats = np.empty(n_boot)
-    for b in range(n_boot):
+    for b in course.progress(range(n_boot), desc="bootstrap"):
         idx = rng.integers(0, n, n)
         g = [gts[i] for i in idx]
         if sum(len(x) for x in g) == 0:

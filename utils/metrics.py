@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+
 from sklearn import metrics as skm
+
+from . import course
 
 
 def _scores_2d(y_score: np.ndarray) -> np.ndarray:
@@ -120,7 +123,7 @@ def bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], y_true: np.n
     point = float(metric(y, s))
     groups = [np.flatnonzero(y == c) for c in np.unique(y)] if stratified else [np.arange(len(y))]
     stats = np.empty(n_boot)
-    for b in range(n_boot):
+    for b in course.progress(range(n_boot), desc="bootstrap"):
         idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
         stats[b] = metric(y[idx], s[idx])
     lo, hi = np.nanpercentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])

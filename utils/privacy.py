@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from . import course
 from .imaging import PS315_BASIC_PROFILE, PHIAttribute
 from .imaging import _short as _short_text
 
@@ -605,14 +606,14 @@ def federated_averaging(model, clients: Sequence[tuple[np.ndarray, np.ndarray]],
     opt_state = [np.array(v) for v in model.optimizer.variables]
     sizes = [len(x) for x, _ in clients]
     history = []
-    for r in range(rounds):
+    for r in course.progress(range(rounds), desc="federated rounds"):
         global_weights = model.get_weights()
         local = []
         for x, y in clients:
             model.set_weights(global_weights)
             for var, value in zip(model.optimizer.variables, opt_state):
                 var.assign(value)
-            model.fit(x, y, epochs=local_epochs, batch_size=batch_size, shuffle=True, verbose=0)
+            model.fit(x, y, epochs=local_epochs, batch_size=batch_size, shuffle=True, verbose=0)  # a round is short
             local.append(model.get_weights())
         model.set_weights(fedavg(local, sizes))
         if on_round is not None:

@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from . import data
+from . import course, data
 from .metrics import bootstrap_ci
 
 NUCLEI_DATASET = "stardist-nuclei"
@@ -558,7 +558,7 @@ def augment_d4(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_segmenter(model, x, y, *, epochs: int, batch_size: int = 16, learning_rate: float = 2e-3,
-                    loss=None, seed: int = 0, verbose: int = 0) -> dict:
+                    loss=None, seed: int = 0, verbose: int | None = None) -> dict:
     """Compile ``model`` with Adam and ``loss`` (default :func:`dice_bce_loss`), fit it, time it.
 
     ``seed`` seeds the shuffling and dropout of training; the initial weights were drawn when the model
@@ -573,7 +573,8 @@ def train_segmenter(model, x, y, *, epochs: int, batch_size: int = 16, learning_
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss or dice_bce_loss)
     t0 = time.perf_counter()
     hist = model.fit(np.asarray(x, np.float32), np.asarray(y, np.float32), epochs=epochs,
-                     batch_size=batch_size, shuffle=True, verbose=verbose)
+                     batch_size=batch_size, shuffle=True,
+                     verbose=course.fit_verbose() if verbose is None else verbose)
     seconds = time.perf_counter() - t0
     seen = int(epochs * len(x))
     return {"history": hist.history, "seconds": seconds, "n_images_seen": seen,
