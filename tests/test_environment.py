@@ -78,3 +78,25 @@ def test_installed_versions_match_the_pins(line):
     except importlib.metadata.PackageNotFoundError:
         pytest.fail(f"{req.name} is pinned in requirements.txt but not installed (make env)")
     assert req.specifier.contains(installed, prereleases=True), f"{req.name} {installed} installed, pinned {req}"
+
+
+def test_every_declared_dependency_is_pinned_in_the_lock_and_the_pin_satisfies_it():
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = list(project.get("dependencies", []))
+    for extra in project.get("optional-dependencies", {}).values():
+        declared += extra
+    assert declared, "pyproject.toml declares no dependencies"
+    pins = {}
+    for line in requirements_txt():
+        req = Requirement(line)
+        pins.setdefault(canonicalize_name(req.name), []).append(req)
+    for line in declared:
+        req = Requirement(line)
+        name = canonicalize_name(req.name)
+        candidates = pins.get(name) or (pins.get("tensorflow-cpu") if name == "tensorflow" else None)
+        assert candidates, f"pyproject.toml declares {req} but requirements.txt does not pin it"
+        for pin in candidates:
+            version = next(iter(pin.specifier)).version
+            assert req.specifier.contains(version, prereleases=True), f"the pin {pin} does not satisfy {req}"

@@ -44,8 +44,8 @@ def test_render_markdown():
     assert lines[0] == ("Run of **2026-01-02 03:04** (UTC), profile **`fast`**, total **1.5 min**, "
                         "commit `abc1234+local changes`. The chapters' own wall times add up to **0.3 min** "
                         "(within 10 min).")
-    assert "| `01_ok.ipynb` | ok | 12.3 s | within 100 s | 612 MiB | jax | cpu:0, gpu:0 |" in lines
-    assert "| `02_broken.ipynb` | **FAILED** | 3.0 s | within 100 s | 100 MiB | – | – |" in lines
+    assert "| `01_ok.ipynb` | ok | 12.3 s | within 100 s | 612 MiB | yes | jax | cpu:0, gpu:0 |" in lines
+    assert "| `02_broken.ipynb` | **FAILED** | 3.0 s | within 100 s | 100 MiB | yes | – | – |" in lines
     assert "Failed in cell 2 (`raise ValueError('boom')`): ValueError: boom" in lines
     assert "| accuracy | 0.9123 | >= 0.9 | **met**: point value, no interval |" in lines
     assert ("| auc | [0.93, 0.89, 0.96] | >= 0.944 (ResNet-18) | **not shown**: the interval contains the "

@@ -111,7 +111,10 @@ def _glue_to_notebook(name: str, text: str) -> None:
         return
     if get_ipython() is None:  # plain Python (tests, scripts): nothing to glue into
         return
-    from myst_nb import glue as myst_glue
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:  # e.g. on Colab without the book's tools: the value is still returned and recorded
+        return
 
     myst_glue(name, text, display=False)
 

@@ -63,6 +63,9 @@ RUN_CACHE = BUILD / "run-cache"  # executed copies and report entries of earlier
 CHAPTER_BUDGET_S = {"fast": 100, "full": 900}
 TOTAL_BUDGET_S = {"fast": 600, "full": 3600}
 PROVENANCE_TAG = "run-provenance"
+# mybinder.org gives a session between 1 and 2 GB of memory (its user guide, "Usage guidelines"); a
+# chapter whose kernel peaks above this does not fit there.
+BINDER_MEMORY_MIB = 2048
 PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "jax", "torch", "numpy", "scikit-learn", "scikit-image",
             "matplotlib", "pydicom", "nibabel", "papermill", "jupyter-book", "jupyterlab")
 
@@ -286,15 +289,16 @@ def render_markdown(report: dict) -> str:
              f"({_budget(chapters_s, total_budget)})"
              + (f"; {len(reused)} of {len(report['notebooks'])} chapters were reused from an earlier run with the "
                 f"same inputs (marked below)." if reused else "."), "",
-             "| notebook | status | wall time | budget | peak memory | backend | devices |",
-             "|---|---|---|---|---|---|---|"]
+             "| notebook | status | wall time | budget | peak memory | fits Binder (2 GiB) | backend | devices |",
+             "|---|---|---|---|---|---|---|---|"]
     for nb in report["notebooks"]:
         e = nb.get("environment", {})
         status = "ok" if nb["status"] == "ok" else f"**{nb['status'].upper()}**"
         if nb.get("reused"):
             status += f" (reused: run of {nb['reused']['from_run']}, commit {nb['reused']['commit']})"
         lines.append(f"| `{nb['notebook']}` | {status} | {nb['wall_s']:.1f} s | {_budget(nb['wall_s'], chapter_budget)} | "
-                     f"{nb['peak_rss_mb']:.0f} MiB | {e.get('keras_backend', '–')} | {', '.join(e.get('devices', [])) or '–'} |")
+                     f"{nb['peak_rss_mb']:.0f} MiB | {'yes' if nb['peak_rss_mb'] <= BINDER_MEMORY_MIB else 'no'} | "
+                     f"{e.get('keras_backend', '–')} | {', '.join(e.get('devices', [])) or '–'} |")
     for nb in report["notebooks"]:
         lines += ["", f"## `{nb['notebook']}`", ""]
         if nb["status"] != "ok":
