@@ -3,7 +3,9 @@
 Every test runs with
 
 * ``MEDIMG_CACHE_DIR`` pointing at a fresh temporary folder (nothing is written to
-  ``data/cache``), ``MEDIMG_DATA_DIR`` unset (tests that want the real mirror read
+  the per-user cache ``~/.cache/medimg-course`` or to ``data/cache``; a test that unsets
+  ``MEDIMG_CACHE_DIR`` points ``XDG_CACHE_HOME`` at a temporary folder first),
+  ``MEDIMG_DATA_DIR`` unset (tests that want the real mirror read
   :data:`ORIGINAL_DATA_DIR`, the value the test session started with),
 * ``MEDIMG_RUN_RECORD`` and ``MEDIMG_STRICT_EXERCISES`` unset,
 * an empty run report and an empty checksum memo.
@@ -93,6 +95,9 @@ class Route:
     send_length: bool = True  # send a Content-Length header for the full body
     cut_after: int | None = None  # close the connection after this many body bytes
     delay: float = 0.0  # seconds to wait before answering
+    # answers to the first requests, one per request, before the normal answer: an HTTP
+    # status (e.g. 503), "reset" (hang up without answering) or "cut" (half the body)
+    fail_first: list = field(default_factory=list)
 
 
 @dataclass
@@ -127,7 +132,15 @@ def http_server():
                 return
             if route.delay:
                 time.sleep(route.delay)
-            body = route.body if route.cut_after is None else route.body[: route.cut_after]
+            failure = route.fail_first.pop(0) if route.fail_first else None
+            if failure == "reset":
+                self.close_connection = True
+                return
+            if isinstance(failure, int):
+                self.send_error(failure)
+                return
+            cut = len(route.body) // 2 if failure == "cut" else route.cut_after
+            body = route.body if cut is None else route.body[:cut]
             try:
                 self.send_response(route.status)
                 if route.send_length:

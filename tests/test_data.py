@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
 import os
 import pickle
 import re
+import shutil
 import socket
 import stat
 import subprocess
 import sys
 import tarfile
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -37,6 +41,26 @@ def sha256(path: Path) -> str:
 def corrupt(payload: bytes) -> bytes:
     """Same length, different bytes (so that only the checksum can tell)."""
     return bytes([payload[0] ^ 0xFF]) + payload[1:]
+
+
+@pytest.fixture(autouse=True)
+def sleeps(monkeypatch) -> list[float]:
+    """Fast retries: the download back-off is recorded here instead of slept."""
+    calls: list[float] = []
+    monkeypatch.setattr(data, "RETRY_BASE_S", 0.01)
+    monkeypatch.setattr(data, "_sleep", calls.append)
+    return calls
+
+
+@pytest.fixture
+def user_cache(monkeypatch, tmp_path) -> Path:
+    """``MEDIMG_CACHE_DIR`` unset, ``XDG_CACHE_HOME`` and ``HOME`` in ``tmp_path``: the default cache,
+    never the real one; returns the folder it resolves to."""
+    monkeypatch.delenv(data.CACHE_DIR_ENV)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(data, "LEGACY_CACHE_DIR", tmp_path / "clone" / "data" / "cache")  # not this clone's
+    return tmp_path / "xdg" / "medimg-course"
 
 
 # ---------------------------------------------------------------------------
@@ -129,6 +153,34 @@ def test_unknown_dataset_error(tiny):
     text = str(err)
     assert text.startswith("unknown dataset 'tinny'")  # not the repr KeyError would print
     assert "known datasets: other, tiny" in text and "python -m utils.data list" in text
+
+
+@pytest.mark.parametrize("typed", ["PneumoniaMNIST", "pneumonia-mnist", "pnuemoniamnist", " pneumoniamnist"])
+def test_misspelt_dataset_name_suggests_the_registry_name(typed):
+    with pytest.raises(data.UnknownDatasetError) as info:
+        data.dataset(typed)
+    text = str(info.value)
+    assert text.startswith(f"unknown dataset {typed!r} (did you mean 'pneumoniamnist'")
+    assert "known datasets: " in text
+
+
+def test_suggest_prefers_the_case_insensitive_match():
+    assert data.suggest("CIFAR10", REAL)[0] == "cifar10"
+    assert data.suggest("cifar10jpeg", REAL)[0] == "cifar10-jpeg"
+    assert data.suggest("PneumoniaMNIST", REAL) == ["pneumoniamnist"]
+    assert data.suggest("xyzzy", REAL) == []
+
+
+def test_unknown_dataset_without_a_close_name_has_no_suggestion(tiny):
+    text = str(pytest.raises(data.UnknownDatasetError, data.dataset, "zzzzzz").value)
+    assert "did you mean" not in text and text.startswith("unknown dataset 'zzzzzz'; known datasets: other, tiny")
+
+
+def test_cli_fetch_suggests_a_misspelt_name(capsys, isolated_environment):
+    assert data.main(["fetch", "PneumoniaMNIST"]) == 1
+    err = capsys.readouterr().err
+    assert "ERR PneumoniaMNIST: unknown dataset 'PneumoniaMNIST' (did you mean 'pneumoniamnist'?)" in err
+    assert list(isolated_environment.iterdir()) == []
 
 
 def test_registry_is_parsed_once(monkeypatch):
@@ -236,17 +288,61 @@ def test_download_when_nowhere_local_then_cache(tiny, isolated_environment):
     assert [d["source"] for d in report.current()["datasets"]] == ["download", "cache"]
 
 
+def test_old_in_clone_cache_is_still_read_never_written(tiny, user_cache, tmp_path, monkeypatch):
+    legacy = put(data.LEGACY_CACHE_DIR, tiny.rel_path, tiny.payload)
+    assert data.locate("tiny") == legacy  # what an existing clone downloaded before is not fetched again
+    assert tiny.server.hits == [] and report.current()["datasets"][0]["source"] == "cache"
+    legacy.write_bytes(corrupt(tiny.payload))
+    data._VERIFIED.clear()
+    assert data.locate("tiny") == user_cache / tiny.rel_path  # a bad old copy is passed over, not deleted
+    assert legacy.read_bytes() == corrupt(tiny.payload) and tiny.server.hits == ["/files/tiny.bin"]
+    monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path / "explicit"))
+    legacy.write_bytes(tiny.payload)
+    assert data._legacy_cache() is None  # an explicit MEDIMG_CACHE_DIR is the only cache
+    assert data.locate("tiny") == (tmp_path / "explicit" / tiny.rel_path).resolve()
+
+
 def test_data_dir_that_is_not_a_directory(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(data.DataError, match=r"MEDIMG_DATA_DIR=.*nowhere.* is not a directory"):
         data.locate("tiny")
 
 
-def test_cache_dir_default_and_env(monkeypatch, tmp_path):
-    monkeypatch.delenv(data.CACHE_DIR_ENV)
-    assert data.cache_dir() == data.DEFAULT_CACHE_DIR == REPO_ROOT / "data" / "cache"
-    monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path))
-    assert data.cache_dir() == tmp_path.resolve()
+def test_cache_dir_default_and_env(monkeypatch, tmp_path, user_cache):
+    assert data.cache_dir() == data.default_cache_dir() == user_cache == tmp_path / "xdg" / "medimg-course"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # the XDG rule: a relative value is ignored
+    assert data.cache_dir() == tmp_path / "home" / ".cache" / "medimg-course"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert data.cache_dir() == tmp_path / "home" / ".cache" / "medimg-course"
+    assert REPO_ROOT not in data.cache_dir().parents  # not inside the clone
+    monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path / "mine"))  # MEDIMG_CACHE_DIR still overrides
+    assert data.cache_dir() == (tmp_path / "mine").resolve()
+
+
+def test_default_cache_is_shared_by_clones(tiny, user_cache, tmp_path, monkeypatch):
+    path = data.locate("tiny")
+    assert path == user_cache / tiny.rel_path and path.read_bytes() == tiny.payload
+    assert tiny.server.hits == ["/files/tiny.bin"]
+    data._VERIFIED.clear()
+    monkeypatch.setattr(data, "REPO_ROOT", tmp_path / "another-clone")  # the cache does not depend on the clone
+    assert data.locate("tiny") == path
+    assert tiny.server.hits == ["/files/tiny.bin"]  # the second clone did not download it again
+
+
+def test_default_cache_is_shared_by_clones_subprocess(user_cache, tmp_path):
+    """A second clone (a copy of utils/ and the registry elsewhere) finds what this one cached."""
+    ds = REAL["pydicom-samples"]
+    data.fetch_from_pypi(ds, ds.files, data.cache_dir())  # from the installed pydicom: no network
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO_ROOT / "utils", clone / "utils", ignore=shutil.ignore_patterns("__pycache__"))
+    (clone / "data").mkdir()
+    shutil.copy(REPO_ROOT / "data" / "registry.toml", clone / "data" / "registry.toml")
+    env = {k: v for k, v in os.environ.items() if k not in (data.CACHE_DIR_ENV, data.DATA_DIR_ENV)}
+    proc = subprocess.run([sys.executable, "-m", "utils.data", "verify", "pydicom-samples"], cwd=clone,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"ok      pydicom-samples: {user_cache / ds.files[0].path}" in proc.stdout
+    assert not (clone / "data" / "cache").exists()
 
 
 def test_corrupt_file_in_data_dir_raises_naming_it(tiny, tmp_path, monkeypatch, isolated_environment):
@@ -414,6 +510,110 @@ def test_download_timeout(tiny, tmp_path):
     with pytest.raises(data.DatasetNotFoundError, match=re.escape(url)):
         data.download(url, tmp_path / "d" / "tiny.bin", tiny.df, timeout=0.2, progress=False)
     assert list((tmp_path / "d").iterdir()) == []
+
+
+# ---------------------------------------------------------------------------
+# retries with exponential back-off
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("failures", [[503, 503], ["reset", 500], ["cut", "cut"], [429, 502]])
+def test_download_retries_transient_failures_then_succeeds(tiny, tmp_path, sleeps, capsys, failures):
+    url = tiny.server.serve("files/flaky.bin", tiny.payload, fail_first=list(failures))
+    dest = data.download(url, tmp_path / "d" / "tiny.bin", tiny.df, progress=False)
+    assert dest.read_bytes() == tiny.payload
+    assert tiny.server.hits == ["/files/flaky.bin"] * 3  # failed twice, then succeeded
+    assert sleeps == [0.01, 0.02]  # exponential back-off from RETRY_BASE_S
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["tiny.bin"]
+    err = capsys.readouterr().err
+    assert "retrying in 0.01 s (try 2 of 4)" in err and "retrying in 0.02 s (try 3 of 4)" in err
+
+
+def test_download_404_is_not_retried(tiny, tmp_path, sleeps):
+    url = tiny.server.url("files/missing.bin")
+    with pytest.raises(data.DatasetNotFoundError, match=r"HTTP Error 404") as info:
+        data.download(url, tmp_path / "d" / "tiny.bin", tiny.df, progress=False)
+    assert "gave up after" not in str(info.value)
+    assert tiny.server.hits == ["/files/missing.bin"] and sleeps == []
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_download_checksum_mismatch_is_not_retried(tiny, tmp_path, sleeps):
+    url = tiny.server.serve("files/bad.bin", corrupt(tiny.payload))
+    with pytest.raises(data.ChecksumError):
+        data.download(url, tmp_path / "d" / "tiny.bin", tiny.df, progress=False)
+    assert tiny.server.hits == ["/files/bad.bin"] and sleeps == []
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_download_gives_up_after_the_last_try(tiny, tmp_path, sleeps):
+    url = tiny.server.serve("files/down.bin", tiny.payload, fail_first=[500] * 10)
+    dest = put(tmp_path, "d/tiny.bin", b"previous copy")
+    with pytest.raises(data.DatasetNotFoundError, match=r"HTTP Error 500.*; gave up after 3 tries"):
+        data.download(url, dest, tiny.df, progress=False, attempts=3)
+    assert tiny.server.hits == ["/files/down.bin"] * 3 and sleeps == [0.01, 0.02]
+    assert dest.read_bytes() == b"previous copy" and parts_in(tmp_path) == []
+
+
+def test_download_unresolvable_host_is_not_retried(tiny, tmp_path, monkeypatch, sleeps):
+    calls = []
+
+    def no_dns(req, timeout):
+        calls.append(req.full_url)
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_dns)
+    with pytest.raises(data.DatasetNotFoundError, match=r"cannot resolve the host name .* is this machine online"):
+        data.download("https://example.invalid/tiny.bin", tmp_path / "d" / "tiny.bin", tiny.df, progress=False)
+    assert calls == ["https://example.invalid/tiny.bin"] and sleeps == []
+
+
+def test_download_interrupted_during_the_back_off_leaves_nothing(tiny, tmp_path, monkeypatch):
+    url = tiny.server.serve("files/flaky.bin", tiny.payload, fail_first=["cut"])
+
+    def interrupt(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data, "_sleep", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        data.download(url, tmp_path / "d" / "tiny.bin", tiny.df, progress=False)
+    assert list((tmp_path / "d").iterdir()) == []  # neither the file nor the half-written .part
+
+
+def test_backoff_schedule(monkeypatch):
+    monkeypatch.setattr(data, "RETRY_BASE_S", 1.5)
+    monkeypatch.setattr(data, "RETRY_MAX_S", 10.0)
+    assert [data._backoff(k) for k in (1, 2, 3, 4)] == [1.5, 3.0, 6.0, 10.0]
+    assert data._backoff(1, retry_after=4) == 4.0  # a server's Retry-After wins when longer
+    assert data._backoff(1, retry_after=3600) == 10.0  # but never past RETRY_MAX_S
+
+
+@pytest.mark.parametrize("exc, transient", [
+    (ConnectionResetError(104, "Connection reset by peer"), True),
+    (TimeoutError("timed out"), True),
+    (urllib.error.URLError(TimeoutError("timed out")), True),
+    (urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")), True),
+    (urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution")), False),
+    (urllib.error.HTTPError("u", 503, "Service Unavailable", {}, None), True),
+    (urllib.error.HTTPError("u", 429, "Too Many Requests", {"Retry-After": "7"}, None), True),
+    (urllib.error.HTTPError("u", 404, "Not Found", {}, None), False),
+    (urllib.error.HTTPError("u", 403, "Forbidden", {}, None), False),
+    (OSError(28, "No space left on device"), False),
+])
+def test_transient_errors_are_told_apart(exc, transient):
+    failure = data._classify(exc)
+    assert failure.transient is transient
+    if isinstance(exc, urllib.error.HTTPError) and exc.code == 429:
+        assert failure.retry_after == 7.0
+
+
+def test_locate_retries_and_records_the_download(tiny, write_registry, isolated_environment, sleeps):
+    url = tiny.server.serve("files/flaky.bin", tiny.payload, fail_first=[503, "reset"])
+    write_registry({"flaky": {**BASE_META, "files": [{"path": "f/tiny.bin", "url": url,
+                                                       **digests(tiny.payload)}]}})
+    path = data.locate("flaky")
+    assert path == isolated_environment / "f" / "tiny.bin" and path.read_bytes() == tiny.payload
+    assert len(tiny.server.hits) == 3 and len(sleeps) == 2
+    assert report.current()["datasets"][0]["source"] == "download"
 
 
 # ---------------------------------------------------------------------------
@@ -689,7 +889,7 @@ def cifar_registry(write_registry, archive: bytes, jpeg: bytes, url=None):
     if url:
         arch["url"] = url
     write_registry({"cifar10": {**BASE_META, "kind": "cifar10", "files": [arch]},
-                    "cifar10-jpeg": {**BASE_META, "kind": "cifar10",
+                    "cifar10-jpeg": {**BASE_META, "kind": "cifar10", "stands_in_for": "cifar10",
                                      "files": [{"path": "cifar10/cifar10-jpeg.zip", **digests(jpeg)}]}})
 
 
@@ -729,6 +929,111 @@ def test_load_cifar10_downloads_the_official_archive(tmp_path, monkeypatch, writ
     cifar_registry(write_registry, archive, b"no jpeg", url=http_server.serve("cifar.tar.gz", archive))
     monkeypatch.setattr(data, "_cifar10_checked", functools.partial(data._cifar10_checked, expected=(5, 4)))
     assert data.load_cifar10().copy == "official archive"
+    assert http_server.hits == ["/cifar.tar.gz"]
+
+
+OFFICIAL_LAYOUT = dict(train_batches=((2, 0), (2, 2), (2, 4), (2, 6), (2, 8)), test=(3, 1))  # data_batch_1..5
+
+
+def real_cifar_entries_served_locally(monkeypatch, tmp_path, http_server, fail_first=()):
+    """The real registry's two CIFAR-10 entries as the course's registry, with one test-only override:
+    the official archive's URL, size and checksums point at a tiny archive in the official python
+    layout (``cifar-10-batches-py/data_batch_1..5``, ``test_batch``) served on 127.0.0.1.
+    The JPEG copy keeps its real entry: mirror-only, standing in for ``cifar10``."""
+    archive = make_cifar_archive(tmp_path / "cifar-10-python.tar.gz", **OFFICIAL_LAYOUT).read_bytes()
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz") as tf:
+        assert sorted(Path(n).name for n in tf.getnames()) == [
+            "batches.meta", *(f"data_batch_{i}" for i in range(1, 6)), "readme.html", "test_batch"]
+    url = http_server.serve("~kriz/cifar-10-python.tar.gz", archive, fail_first=list(fail_first))
+    official = REAL["cifar10"]
+    assert official.files[0].url.endswith("/cifar-10-python.tar.gz")
+    pinned = digests(archive)
+    served = dataclasses.replace(official.files[0], url=url, size=pinned["size"], sha256=pinned["sha256"],
+                                 md5=pinned["md5"])
+    monkeypatch.setattr(data, "_REGISTRY", {"cifar10": dataclasses.replace(official, files=(served,)),
+                                            "cifar10-jpeg": REAL["cifar10-jpeg"]})
+    monkeypatch.setattr(data, "_cifar10_checked", functools.partial(data._cifar10_checked, expected=(10, 3)))
+    return url
+
+
+@pytest.mark.parametrize("with_empty_mirror", [False, True])
+def test_make_data_without_a_mirror_fetches_the_official_cifar10(tmp_path, monkeypatch, http_server, capsys,
+                                                                  isolated_environment, sleeps,
+                                                                  with_empty_mirror):
+    """The newcomer's path: `make data` (fetch --used) with no mirror, then chapter 2's load_cifar10."""
+    real_cifar_entries_served_locally(monkeypatch, tmp_path, http_server, fail_first=[503])
+    if with_empty_mirror:  # a data directory that lacks the JPEG copy behaves the same
+        (tmp_path / "mirror").mkdir()
+        monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "mirror"))
+    todo, skipped = data.fetch_plan(["cifar10", "cifar10-jpeg"])
+    assert todo == ["cifar10"] and list(skipped) == ["cifar10-jpeg"]
+
+    assert data.main(["fetch", "--used"]) == 0
+    out = capsys.readouterr().out
+    skip_lines = [line for line in out.splitlines() if line.startswith("skip ")]
+    assert len(skip_lines) == 1 and skip_lines[0].startswith("skip cifar10-jpeg: mirror-only copy")
+    assert "the official 'cifar10' is used instead" in skip_lines[0]
+    cached = isolated_environment / "cifar10" / "cifar-10-python.tar.gz"
+    assert f"ok  cifar10: {cached}" in out
+    assert "1 of 2 datasets fetched, 1 skipped" in out
+    assert http_server.hits == ["/~kriz/cifar-10-python.tar.gz"] * 2 and sleeps == [0.01]  # one 503, retried
+    assert parts_in(isolated_environment) == []
+
+    data._VERIFIED.clear()
+    report.reset()
+    cifar = data.load_cifar10()  # chapter 2: reads the fetched official archive, no new download
+    assert cifar.copy == "official archive" and cifar.path == cached
+    assert cifar.x_train.shape == (10, 32, 32, 3) and cifar.x_test.shape == (3, 32, 32, 3)
+    assert cifar.y_train.tolist() == list(range(10)) and cifar.y_test.tolist() == [1, 2, 3]
+    assert len(http_server.hits) == 2
+    assert report.current()["datasets"] == [{"dataset": "cifar10", "file": "cifar10/cifar-10-python.tar.gz",
+                                             "sha256": sha256(cached), "source": "cache"}]
+
+
+def test_load_cifar10_without_a_mirror_downloads_the_official_archive(tmp_path, monkeypatch, http_server,
+                                                                     isolated_environment):
+    """Chapter 2 run without `make data` first: the loader itself downloads and verifies the archive."""
+    real_cifar_entries_served_locally(monkeypatch, tmp_path, http_server)
+    cifar = data.load_cifar10()
+    assert cifar.copy == "official archive" and cifar.path == isolated_environment / "cifar10/cifar-10-python.tar.gz"
+    assert http_server.hits == ["/~kriz/cifar-10-python.tar.gz"]
+    assert report.current()["datasets"][0]["source"] == "download"
+
+
+def test_load_cifar10_rejects_a_served_archive_that_is_not_the_pinned_one(tmp_path, monkeypatch, http_server,
+                                                                         isolated_environment):
+    url = real_cifar_entries_served_locally(monkeypatch, tmp_path, http_server)
+    other = make_cifar_archive(tmp_path / "other.tar.gz", train_batches=((2, 1),) * 5, test=(3, 0))
+    http_server.serve("~kriz/cifar-10-python.tar.gz", other.read_bytes())
+    with pytest.raises(data.ChecksumError, match=re.escape(url)):
+        data.load_cifar10()
+    assert not (isolated_environment / "cifar10" / "cifar-10-python.tar.gz").exists()
+    assert parts_in(isolated_environment) == [] and len(http_server.hits) == 1  # not retried
+
+
+def test_fetch_used_with_the_jpeg_mirror_skips_the_official_archive(tmp_path, monkeypatch, write_registry,
+                                                                   http_server, capsys):
+    archive = make_cifar_archive(tmp_path / "a.tar.gz").read_bytes()
+    jpeg = make_jpeg_zip(tmp_path / "j.zip", per_class=(1, 1)).read_bytes()
+    url = http_server.serve("cifar.tar.gz", archive)
+    write_registry({
+        "cifar10": {**BASE_META, "kind": "cifar10", "used_by": ["02_cnn_classification"],
+                    "files": [{"path": "cifar10/cifar-10-python.tar.gz", "url": url, **digests(archive)}]},
+        "cifar10-jpeg": {**BASE_META, "kind": "cifar10", "used_by": ["02_cnn_classification"],
+                         "stands_in_for": "cifar10",
+                         "files": [{"path": "cifar10/cifar10-jpeg.zip", **digests(jpeg)}]},
+        "unused": {**BASE_META, "files": [{"path": "u/u.bin", "sha256": "0" * 64}]},
+    })
+    in_mirror = put(tmp_path / "mirror", "cifar10/cifar10-jpeg.zip", jpeg)
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "mirror"))
+    assert data.main(["fetch", "--used"]) == 0
+    out = capsys.readouterr().out
+    assert "skip cifar10: the local 'cifar10-jpeg' stands in for it" in out
+    assert f"ok  cifar10-jpeg: {in_mirror.resolve()}" in out and "unused" not in out
+    assert http_server.hits == []  # what the chapter reads is the mirror's copy: nothing to download
+    monkeypatch.setattr(data, "_cifar10_checked", functools.partial(data._cifar10_checked, expected=(10, 10)))
+    assert data.load_cifar10().copy == "JPEG mirror"
+    assert data.main(["fetch", "cifar10"]) == 0  # named explicitly, the official archive is fetched anyway
     assert http_server.hits == ["/cifar.tar.gz"]
 
 
@@ -802,6 +1107,66 @@ def test_cli_fetch(tiny, capsys, isolated_environment):
         data.main(["fetch"])
 
 
+def test_cli_fetch_named_mirror_only_dataset_fails_clearly(tiny, capsys):
+    assert data.main(["fetch", "other"]) == 1
+    err = capsys.readouterr().err
+    assert "ERR other: other/other/other.bin is not available: get it from https://example.org/tiny" in err
+    assert "read only from a data mirror, $MEDIMG_DATA_DIR/other/other.bin" in err
+
+
+def test_cli_fetch_all_skips_a_mirror_only_dataset_no_mirror_has(tiny, tmp_path, monkeypatch, capsys,
+                                                                 isolated_environment):
+    assert data.main(["fetch", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^skip other: mirror-only copy \(no public download\) and \$MEDIMG_DATA_DIR is not set; "
+                     r"put it under \$MEDIMG_DATA_DIR", out, re.MULTILINE), out
+    assert f"ok  tiny: {isolated_environment / tiny.rel_path}" in out and "1 of 2 datasets fetched, 1 skipped" in out
+    put(tmp_path / "mirror", "other/other.bin", b"other file")  # a mirror that has it: then it is "fetched"
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "mirror"))
+    assert data.main(["fetch", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert not re.search(r"^skip", out, re.MULTILINE)
+    assert f"ok  other: {(tmp_path / 'mirror' / 'other/other.bin').resolve()}" in out
+
+
+def test_cli_fetch_used_reports_failures_and_exits_non_zero(tiny, write_registry, capsys):
+    write_registry({
+        "tiny": {**BASE_META, "used_by": ["01_x"], "files": [{"path": tiny.rel_path, "url": tiny.url,
+                                                              **digests(tiny.payload)}]},
+        "gone": {**BASE_META, "used_by": ["01_x"], "files": [{"path": "g/g.bin", "url": tiny.server.url("g"),
+                                                              **digests(b"x")}]},
+        "mirror": {**BASE_META, "used_by": ["01_x"], "files": [{"path": "m/m.bin", "sha256": "0" * 64}]},
+    })
+    assert data.main(["fetch", "--used"]) == 1
+    captured = capsys.readouterr()
+    assert "ok  tiny" in captured.out and "skip mirror: mirror-only" in captured.out
+    assert "ERR gone: could not download" in captured.err and "HTTP Error 404" in captured.err
+    assert "1 of 3 datasets fetched, 1 skipped, 1 failed: gone" in captured.err
+
+
+def test_cli_fetch_dry_run_downloads_nothing(tiny, tmp_path, monkeypatch, capsys, isolated_environment):
+    assert data.main(["fetch", "--all", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"get  tiny: {tiny.rel_path} from {tiny.url} (0.0 MB)" in out
+    assert "skip other: mirror-only" in out
+    assert "1 of 2 datasets could be fetched, 1 skipped" in out
+    assert tiny.server.hits == [] and list(isolated_environment.iterdir()) == []
+    cached = put(isolated_environment, tiny.rel_path, tiny.payload)
+    assert data.main(["fetch", "tiny", "--dry-run"]) == 0
+    assert f"have tiny: {cached}" in capsys.readouterr().out
+    cached.write_bytes(corrupt(tiny.payload))
+    assert data.main(["fetch", "tiny", "-n"]) == 0
+    assert "(the cached copy is corrupt and would be replaced)" in capsys.readouterr().out
+    assert cached.read_bytes() == corrupt(tiny.payload)  # a dry run deletes nothing
+    put(tmp_path / "mirror", tiny.rel_path, corrupt(tiny.payload))
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "mirror"))
+    assert data.main(["fetch", "tiny", "-n"]) == 1  # a corrupt mirror copy cannot be fetched around
+    assert "BAD  tiny:" in capsys.readouterr().err
+    assert data.main(["fetch", "other", "-n"]) == 1
+    assert "ERR  other: other/other.bin is not available" in capsys.readouterr().err
+    assert tiny.server.hits == []
+
+
 def run_cli(*args, env_extra=None):
     env = {**os.environ, **(env_extra or {})}
     env.pop(data.DATA_DIR_ENV, None)
@@ -819,6 +1184,26 @@ def test_cli_subprocess_list_and_unknown_fetch(isolated_environment):
     assert proc.returncode == 1
     assert "ERR no-such-dataset: unknown dataset 'no-such-dataset'" in proc.stderr
     assert list(isolated_environment.iterdir()) == []
+
+
+def test_cli_subprocess_make_data_plan_without_a_mirror(isolated_environment):
+    """`python -m utils.data fetch --used --dry-run` on the real registry, no mirror, no network needed:
+    the mirror-only JPEG copy is skipped with one note and the official CIFAR-10 archive is planned."""
+    proc = run_cli("fetch", "--used", "--dry-run", env_extra={data.CACHE_DIR_ENV: str(isolated_environment)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines if line.startswith("skip")] == ["skip cifar10-jpeg"]
+    assert f"get  cifar10: cifar10/cifar-10-python.tar.gz from {REAL['cifar10'].files[0].url} (170.5 MB)" in lines
+    used = [n for n, d in REAL.items() if d.extra.get("used_by")]
+    assert f"{len(used) - 1} of {len(used)} datasets could be fetched, 1 skipped" in proc.stdout
+    assert list(isolated_environment.iterdir()) == []
+
+
+def test_cli_help_names_the_default_cache():
+    proc = run_cli("fetch", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    assert "~/.cache/medimg-course" in text and "$XDG_CACHE_HOME/medimg-course" in text and "--dry-run" in text
 
 
 def test_locate_downloads_a_distribution_once_for_all_its_files(monkeypatch, write_registry, isolated_environment):
@@ -874,6 +1259,33 @@ def test_sdist_dataset_is_read_from_the_downloaded_sdist_not_the_installed_packa
 def test_registry_rejects_a_bad_pypi_sdist_flag(write_registry, entry, message):
     with pytest.raises(data.DataError, match=message):
         write_registry({"bad": {**BASE_META, **entry, "files": [GOOD_FILE]}}, install=False)
+
+
+@pytest.mark.parametrize("target, message", [
+    ("nosuch", r"'stands_in_for' must name another dataset"),
+    ("copy", r"'stands_in_for' must name another dataset"),
+    ("other", r"'copy' \(kind 'files'\) cannot stand in for 'other' \(kind 'medmnist'\)"),
+])
+def test_registry_rejects_a_bad_stand_in(write_registry, target, message):
+    with pytest.raises(data.DataError, match=message):
+        write_registry({"copy": {**BASE_META, "stands_in_for": target, "files": [GOOD_FILE]},
+                        "other": {**BASE_META, "kind": "medmnist",
+                                  "files": [{**GOOD_FILE, "path": "x/o.bin"}]}}, install=False)
+
+
+def test_real_registry_mirror_only_datasets_have_a_fetchable_original():
+    """`make data` on a machine without the mirror gets every chapter a copy it can read."""
+    mirror_only = {n for n, d in REAL.items() if d.mirror_only}
+    assert "cifar10-jpeg" in mirror_only and "cifar10" not in mirror_only
+    assert REAL["cifar10-jpeg"].stands_in_for == "cifar10" and data.stand_ins("cifar10") == ["cifar10-jpeg"]
+    for name in mirror_only:
+        ds = REAL[name]
+        if not ds.extra.get("used_by"):
+            continue
+        assert ds.stands_in_for, f"{name} is mirror-only and read by {ds.extra['used_by']}: name an original"
+        original = REAL[ds.stands_in_for]
+        assert not original.mirror_only and all(f.url or f.member for f in original.files)
+        assert set(ds.extra["used_by"]) <= set(original.extra.get("used_by", []))
 
 
 def test_real_registry_pins_the_pyradiomics_sdist_scans():

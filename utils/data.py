@@ -8,7 +8,9 @@ order:
    (a read-only mirror, for example ``../shared/data`` in CI);
 2. the cache, ``MEDIMG_CACHE_DIR``; by default a per-user folder shared by
    every clone of the course, ``$XDG_CACHE_HOME/medimg-course`` or, without
-   ``XDG_CACHE_HOME``, ``~/.cache/medimg-course``;
+   ``XDG_CACHE_HOME``, ``~/.cache/medimg-course``.  While ``MEDIMG_CACHE_DIR``
+   is unset, a clone's ``data/cache/`` (the default of earlier versions) is
+   still read, never written;
 3. the official source: a URL, or a file inside a package on PyPI.  A
    download that fails on a transient error (connection reset or refused,
    timeout, a cut-off body, HTTP 5xx, 408 or 429) is retried with
@@ -55,6 +57,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import tomllib
 import urllib.error
@@ -264,16 +267,16 @@ def registry() -> dict[str, Dataset]:
 
 
 def suggest(name: str, names: Iterable[str]) -> list[str]:
-    """Registry names close to a misspelt ``name``: a case-insensitive match first, then
-    :func:`difflib.get_close_matches` (also case-insensitive), best first."""
+    """Registry names close to a misspelt ``name``, best first: the name that matches apart
+    from case (and surrounding blanks) if there is one, else up to three
+    :func:`difflib.get_close_matches` (compared case-insensitively)."""
     by_lower: dict[str, list[str]] = {}
     for n in sorted(names):
         by_lower.setdefault(n.lower(), []).append(n)
     key = name.strip().lower()
-    out = list(by_lower.get(key, []))
-    for close in difflib.get_close_matches(key, list(by_lower), n=3, cutoff=0.6):
-        out += [n for n in by_lower[close] if n not in out]
-    return out
+    if key in by_lower:
+        return list(by_lower[key])
+    return [n for close in difflib.get_close_matches(key, list(by_lower), n=3, cutoff=0.6) for n in by_lower[close]]
 
 
 def dataset(name: str) -> Dataset:
@@ -316,6 +319,14 @@ def default_cache_dir() -> Path:
 
 
 DEFAULT_CACHE_DIR = default_cache_dir()  # the default when this module was imported; cache_dir() re-reads it
+LEGACY_CACHE_DIR = REPO_ROOT / "data" / "cache"  # the default before the per-user cache: still read, never written
+
+
+def _legacy_cache() -> Path | None:
+    """A clone's old ``data/cache/``, read (never written) while ``MEDIMG_CACHE_DIR`` is unset."""
+    if os.environ.get(CACHE_DIR_ENV) or not LEGACY_CACHE_DIR.is_dir():
+        return None
+    return None if LEGACY_CACHE_DIR.resolve() == cache_dir().resolve() else LEGACY_CACHE_DIR
 
 
 def cache_dir() -> Path:
@@ -634,6 +645,8 @@ def locate(name: str, file: str | None = None, *, download_ok: bool = True) -> P
     root = data_dir()
     candidates = [("data_dir", root / df.path)] if root else []
     candidates.append(("cache", cache_dir() / df.path))
+    if (legacy := _legacy_cache()) is not None:
+        candidates.append(("legacy", legacy / df.path))
     dropped = ""
     for source, path in candidates:
         if path.is_file():
@@ -644,8 +657,10 @@ def locate(name: str, file: str | None = None, *, download_ok: bool = True) -> P
                     path.unlink()
                     dropped = f" (the cached copy was corrupt and has been deleted: {exc})"
                     continue
+                if source == "legacy":  # the old in-clone cache is only read: a bad copy is passed over
+                    continue
                 raise
-            report.record_dataset(ds.name, df.path, sha, source)
+            report.record_dataset(ds.name, df.path, sha, "cache" if source == "legacy" else source)
             return path
     if not download_ok:
         raise DatasetNotFoundError(
@@ -799,9 +814,11 @@ def _cifar10_from_jpeg_zip(path: Path, sha256: str) -> tuple[np.ndarray, ...]:
     from PIL import Image
 
     derived = cache_dir() / "derived" / f"cifar10-jpeg-{sha256[:16]}.npz"
-    if derived.is_file():
-        with np.load(derived) as npz:
-            return tuple(npz[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    legacy = _legacy_cache()
+    for cached in (derived, *([legacy / derived.relative_to(cache_dir())] if legacy else [])):
+        if cached.is_file():
+            with np.load(cached) as npz:
+                return tuple(npz[k] for k in ("x_train", "y_train", "x_test", "y_test"))
     index = {c: i for i, c in enumerate(CIFAR10_CLASSES)}
     xs, ys = {"train": [], "test": []}, {"train": [], "test": []}
     with zipfile.ZipFile(path) as zf:
@@ -932,7 +949,7 @@ def _dry_run(name: str) -> bool:
     root = data_dir()
     for f in ds.files:
         local, note = None, ""
-        for source, folder in (("data_dir", root), ("cache", cache_dir())):
+        for source, folder in (("data_dir", root), ("cache", cache_dir()), ("legacy", _legacy_cache())):
             if folder is None or not (folder / f.path).is_file():
                 continue
             problem, _ = _mismatch(folder / f.path, f)
@@ -943,7 +960,8 @@ def _dry_run(name: str) -> bool:
                 print(f"BAD  {name}: {folder / f.path}: {problem}", file=sys.stderr)
                 ok, local = False, "bad"
                 break
-            note = " (the cached copy is corrupt and would be replaced)"
+            if source == "cache":
+                note = " (the cached copy is corrupt and would be replaced)"
         if local == "bad":
             continue
         if local is not None:
@@ -1011,15 +1029,17 @@ def main(argv: list[str] | None = None) -> int:
         f"shared by every clone), then the official source (downloads are retried "
         f"{RETRY_ATTEMPTS - 1} times on transient errors, verified and written atomically). "
         f"Mirror-only datasets are skipped by `fetch --used` when no mirror has them.")
+    epilog = textwrap.fill(epilog, width=78, break_on_hyphens=False, break_long_words=False)
     parser = argparse.ArgumentParser(prog="python -m utils.data", description=__doc__.split("\n\n")[0],
-                                     epilog=epilog)
+                                     epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("list", help="list the registry and what is available locally")
     p.add_argument("-v", "--verbose", action="store_true", help="also print licence and citation")
     p.set_defaults(func=_cmd_list)
     for cmd, func, text in (("fetch", _cmd_fetch, "resolve (download if needed) datasets"),
                             ("verify", _cmd_verify, "check checksums of local copies without downloading")):
-        p = sub.add_parser(cmd, help=text, description=text, epilog=epilog)
+        p = sub.add_parser(cmd, help=text, description=text, epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("names", nargs="*", help="dataset names (see `list`)")
         p.add_argument("--all", action="store_true", help="every dataset in the registry")
         p.add_argument("--used", action="store_true",
