@@ -98,3 +98,11 @@ def test_setup_cell_is_collapsed(chapter):
     setup_index, setup = cells[1]
     assert "course.setup(" in setup.source, f"{name}: the cell after the parameters must call course.setup"
     assert "hide-input" in setup.metadata.get("tags", []), f"{name} cell {setup_index}: tag the set-up cell hide-input"
+
+
+def test_every_written_solution_is_tagged_solution(chapter):
+    """A ``{solution}`` directive in an untagged cell would reach the student edition."""
+    name, nb = chapter
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown" and "{solution}" in cell.source:
+            assert "solution" in cell.metadata.get("tags", []), f"{name} cell {i}: tag the {{solution}} cell 'solution'"
