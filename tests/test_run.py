@@ -245,3 +245,14 @@ def test_a_chapter_with_unchanged_inputs_is_reused(tmp_path, monkeypatch):
     assert run.reuse(nb_path, "fast", out, "d2") is None
     md = run.render_markdown({**report_dict(), "notebooks": [{**again, "peak_rss_mb": 10.0, "profile": "fast"}]})
     assert "ok (reused: run of 2026-12-01 10:00" in md and "1 of 1 chapters were reused" in md
+
+
+@pytest.mark.parametrize("value, target, profile, status", [
+    (0.82, "> 0.85 (fast profile: > 0.8)", "fast", "met"),
+    (0.82, "> 0.85 (fast profile: > 0.8)", "full", "not met"),
+    (0.5, ">= 0.90 (full profile)", "fast", "not judged"),
+    (0.95, ">= 0.90 (full profile)", "full", "met"),
+    (0.3, "about 0.70 (TensorFlow tutorial CNN); > 0.25 (fast profile)", "full", "not judged"),
+])
+def test_targets_that_name_a_profile(value, target, profile, status):
+    assert run.judge_for_profile(value, target, profile)[0] == status
