@@ -17,13 +17,13 @@ def out_of(capsys) -> str:
 
 def test_pass_prints_one_line(capsys):
     assert ex.check_value("1.1", EXPECTED, EXPECTED) is True
-    assert out_of(capsys) == "✅ Exercise 1.1 passed.\n"
+    assert out_of(capsys) == "Exercise 1.1 passed.\n"
 
 
 def test_fail_prints_the_hint_not_the_answer(capsys):
     assert ex.check_value("1.2", 1.0, EXPECTED, hint="divide by the pixel spacing") is False
     out = out_of(capsys)
-    assert out == "❌ Exercise 1.2: not yet — divide by the pixel spacing\n"
+    assert out == "Exercise 1.2: not yet — divide by the pixel spacing\n"
     assert "123.4" not in out
 
 
@@ -38,7 +38,7 @@ def test_fail_prints_the_hint_not_the_answer(capsys):
 def test_no_check_prints_the_expected_value(capsys, call):
     assert call() is False
     out = out_of(capsys)
-    assert out.startswith("❌ Exercise 2: not yet — ")
+    assert out.startswith("Exercise 2: not yet — ")
     for leaked in ("123.45", "malignant", "246.9"):
         assert leaked not in out
 
@@ -50,7 +50,7 @@ def test_placeholders_are_not_attempted(capsys, placeholder):
                  lambda: ex.check_digest("3", placeholder, "0" * 64),
                  lambda: ex.check_function("3", lambda x: placeholder, [((1,), 1)])):
         assert call() is False
-        assert out_of(capsys) == ("❌ Exercise 3: not attempted yet — replace the placeholder with your code.\n")
+        assert out_of(capsys) == ("Exercise 3: not attempted yet — replace the placeholder with your code.\n")
 
 
 def test_not_implemented_is_not_attempted(capsys):
@@ -67,7 +67,7 @@ def test_check_function_catches_student_exceptions(capsys):
 
     assert ex.check_function("5", student, [((2,), 0.5), ((0,), EXPECTED)], hint="mind x = 0") is False
     out = out_of(capsys)
-    assert out == "❌ Exercise 5: not yet — your function raised ZeroDivisionError: division by zero. mind x = 0\n"
+    assert out == "Exercise 5: not yet — your function raised ZeroDivisionError: division by zero. mind x = 0\n"
 
 
 def test_check_function_compares_every_case(capsys):
@@ -89,7 +89,7 @@ def test_strict_mode_raises(monkeypatch, capsys):
         ex.check_value("7", None, 2.0)
     with pytest.raises(ex.ExerciseFailed, match="raised KeyError"):
         ex.check_function("7", lambda: {}["k"], [((), 1)])
-    assert "❌ Exercise 7" in out_of(capsys)  # the line is printed before raising
+    assert "Exercise 7" in out_of(capsys)  # the line is printed before raising
 
 
 @pytest.mark.parametrize("value", ["0", "", "true", "yes"])

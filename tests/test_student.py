@@ -72,7 +72,7 @@ def test_an_unanswered_top_level_exercise_reports_not_attempted_and_goes_on(caps
     assert "extra" not in out  # a name the check does not use gets no placeholder (no hint at the steps)
     assert "with exercises.attempt('3.2'):" in out and "0.18" not in out
     exec(compile(out, "student", "exec"), {"exercises": exercises})  # does not raise
-    assert capsys.readouterr().out.strip() == ("❌ Exercise 3.2: not attempted yet — replace the placeholder "
+    assert capsys.readouterr().out.strip() == ("Exercise 3.2: not attempted yet — replace the placeholder "
                                                "with your code.")
     # the student answers: the same cell, placeholders replaced, now checks for real
     answered = out.replace("dice_a = exercises.NOT_ATTEMPTED", "dice_a = [0.6, 0.6]").replace(
@@ -123,7 +123,7 @@ def make_notebook():
     params = new_code_cell('PROFILE = "full"\nSEED = 0', metadata={"tags": ["parameters"]}, execution_count=1)
     exercise = new_markdown_cell("```{exercise} Hounsfield units\n:label: ex-hu\nWrite `hounsfield`.\n```")
     answer = new_code_cell(FUNCTION_CELL, metadata={"tags": ["hide-input", "thebe-init"]}, execution_count=2,
-                           outputs=[new_output("stream", name="stdout", text="✅ Exercise 1.1 passed.\n")])
+                           outputs=[new_output("stream", name="stdout", text="Exercise 1.1 passed.\n")])
     explanation = new_markdown_cell("```{solution} ex-hu\n:class: dropdown\n\nMultiply by the rescale slope "
                                     "first, then add the intercept.\n```", metadata={"tags": ["solution"]})
     solution_code = new_code_cell("plt.imshow(secret_reference_image)", metadata={"tags": ["solution"]})

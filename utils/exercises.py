@@ -12,8 +12,8 @@ Conventions (shared with :mod:`utils.student`):
 * markdown cells that explain a solution carry the cell tag ``solution`` and
   are dropped from the student edition.
 
-The check functions print one line (``✅ Exercise 1.2 passed`` or
-``❌ Exercise 1.2: not yet — <hint>``) and return ``True``/``False``.  When
+The check functions print one line in plain words that every font has (``Exercise 1.2 passed`` or
+``Exercise 1.2: not yet — <hint>``) and return ``True``/``False``.  When
 ``MEDIMG_STRICT_EXERCISES=1`` (the runner sets it) a failure raises
 :class:`ExerciseFailed`, so a broken reference solution fails CI.
 
@@ -98,12 +98,12 @@ class attempt:
 
 def _report(exercise: str, ok: bool, hint: str, attempted: bool = True) -> bool:
     if ok:
-        print(f"✅ Exercise {exercise} passed.")
+        print(f"Exercise {exercise} passed.")
         return True
     if not attempted:
-        message = f"❌ Exercise {exercise}: not attempted yet — replace the placeholder with your code."
+        message = f"Exercise {exercise}: not attempted yet — replace the placeholder with your code."
     else:
-        message = f"❌ Exercise {exercise}: not yet — {hint}"
+        message = f"Exercise {exercise}: not yet — {hint}"
     print(message)
     if os.environ.get(STRICT_ENV) == "1":
         raise ExerciseFailed(message)
