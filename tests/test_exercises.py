@@ -16,12 +16,12 @@ def out_of(capsys) -> str:
 
 
 def test_pass_prints_one_line(capsys):
-    assert ex.check_value("1.1", EXPECTED, EXPECTED) is True
+    assert bool(ex.check_value("1.1", EXPECTED, EXPECTED)) is True
     assert out_of(capsys) == "Exercise 1.1 passed.\n"
 
 
 def test_fail_prints_the_hint_not_the_answer(capsys):
-    assert ex.check_value("1.2", 1.0, EXPECTED, hint="divide by the pixel spacing") is False
+    assert bool(ex.check_value("1.2", 1.0, EXPECTED, hint="divide by the pixel spacing")) is False
     out = out_of(capsys)
     assert out == "Exercise 1.2: not yet — divide by the pixel spacing\n"
     assert "123.4" not in out
@@ -36,7 +36,7 @@ def test_fail_prints_the_hint_not_the_answer(capsys):
     lambda: ex.check_true("2", EXPECTED < 0, hint="look at the sign"),
 ])
 def test_no_check_prints_the_expected_value(capsys, call):
-    assert call() is False
+    assert bool(call()) is False
     out = out_of(capsys)
     assert out.startswith("Exercise 2: not yet — ")
     for leaked in ("123.45", "malignant", "246.9"):
@@ -49,7 +49,7 @@ def test_placeholders_are_not_attempted(capsys, placeholder):
                  lambda: ex.check_true("3", placeholder, hint="h"),
                  lambda: ex.check_digest("3", placeholder, "0" * 64),
                  lambda: ex.check_function("3", lambda x: placeholder, [((1,), 1)])):
-        assert call() is False
+        assert bool(call()) is False
         assert out_of(capsys) == ("Exercise 3: not attempted yet — replace the placeholder with your code.\n")
 
 
@@ -57,7 +57,7 @@ def test_not_implemented_is_not_attempted(capsys):
     def student(x):
         raise NotImplementedError("Exercise: write your code here")
 
-    assert ex.check_function("4", student, [((1,), 2)]) is False
+    assert bool(ex.check_function("4", student, [((1,), 2)])) is False
     assert "not attempted yet" in out_of(capsys)
 
 
@@ -65,7 +65,7 @@ def test_check_function_catches_student_exceptions(capsys):
     def student(x):
         return 1 / x
 
-    assert ex.check_function("5", student, [((2,), 0.5), ((0,), EXPECTED)], hint="mind x = 0") is False
+    assert bool(ex.check_function("5", student, [((2,), 0.5), ((0,), EXPECTED)], hint="mind x = 0")) is False
     out = out_of(capsys)
     assert out == "Exercise 5: not yet — your function raised ZeroDivisionError: division by zero. mind x = 0\n"
 
@@ -74,14 +74,14 @@ def test_check_function_compares_every_case(capsys):
     def square(x):
         return x * x
 
-    assert ex.check_function("6", square, [((2,), 4), ((np.array([1.0, 3.0]),), [1.0, 9.0])]) is True
-    assert ex.check_function("6", square, [((2,), 4), ((3,), 10)]) is False
-    assert ex.check_function("6", lambda a, b: a + b, [((1, 2), 3), ((0.1, 0.2), 0.3)]) is True  # rtol
+    assert bool(ex.check_function("6", square, [((2,), 4), ((np.array([1.0, 3.0]),), [1.0, 9.0])])) is True
+    assert bool(ex.check_function("6", square, [((2,), 4), ((3,), 10)])) is False
+    assert bool(ex.check_function("6", lambda a, b: a + b, [((1, 2), 3), ((0.1, 0.2), 0.3)])) is True  # rtol
 
 
 def test_strict_mode_raises(monkeypatch, capsys):
     monkeypatch.setenv(ex.STRICT_ENV, "1")
-    assert ex.check_value("7", 2.0, 2.0) is True  # a pass never raises
+    assert bool(ex.check_value("7", 2.0, 2.0)) is True  # a pass never raises
     with pytest.raises(ex.ExerciseFailed, match=r"Exercise 7: not yet — h") as info:
         ex.check_value("7", 1.0, 2.0, hint="h")
     assert isinstance(info.value, AssertionError)
@@ -95,7 +95,7 @@ def test_strict_mode_raises(monkeypatch, capsys):
 @pytest.mark.parametrize("value", ["0", "", "true", "yes"])
 def test_only_1_turns_strict_mode_on(monkeypatch, value):
     monkeypatch.setenv(ex.STRICT_ENV, value)
-    assert ex.check_value("8", 1.0, 2.0) is False
+    assert bool(ex.check_value("8", 1.0, 2.0)) is False
 
 
 @pytest.mark.parametrize("answer, expected, ok", [
@@ -113,13 +113,13 @@ def test_only_1_turns_strict_mode_on(monkeypatch, value):
     ([[1, 2], [3]], [[1, 2], [3]], True),  # ragged: compared with ==
 ])
 def test_check_value_comparisons(capsys, answer, expected, ok):
-    assert ex.check_value("9", answer, expected) is ok
+    assert bool(ex.check_value("9", answer, expected)) is ok
 
 
 def test_check_value_tolerances():
-    assert ex.check_value("9", 1.05, 1.0, rtol=0.1) is True
-    assert ex.check_value("9", 0.0, 1e-9, atol=1e-8) is True
-    assert ex.check_value("9", 0.0, 1e-9) is False
+    assert bool(ex.check_value("9", 1.05, 1.0, rtol=0.1)) is True
+    assert bool(ex.check_value("9", 0.0, 1e-9, atol=1e-8)) is True
+    assert bool(ex.check_value("9", 0.0, 1e-9)) is False
 
 
 def test_uncomparable_answer_fails_without_crashing(capsys):
@@ -127,13 +127,13 @@ def test_uncomparable_answer_fails_without_crashing(capsys):
         def __eq__(self, other):
             raise ValueError("no truth value")
 
-    assert ex.check_value("10", Weird(), Weird()) is False
+    assert bool(ex.check_value("10", Weird(), Weird())) is False
 
 
 def test_check_true(capsys):
-    assert ex.check_true("11", 3 > 2, hint="h") is True
-    assert ex.check_true("11", [], hint="h") is False
-    assert ex.check_true("11", np.array([True, False]), hint="use .all()") is False
+    assert bool(ex.check_true("11", 3 > 2, hint="h")) is True
+    assert bool(ex.check_true("11", [], hint="h")) is False
+    assert bool(ex.check_true("11", np.array([True, False]), hint="use .all()")) is False
     assert "single True/False" in out_of(capsys)
 
 
@@ -153,10 +153,10 @@ def test_answer_digest_rounding_and_negative_zero():
 
 def test_check_digest(capsys):
     digest = ex.answer_digest(3.14159, 2)
-    assert ex.check_digest("12", 3.1416, digest, decimals=2) is True
-    assert ex.check_digest("12", 3.2, digest, decimals=2) is False
-    assert ex.check_digest("12", object(), digest, decimals=2) is False  # no crash on a weird answer
-    assert ex.check_digest("12", "PNEUMONIA", ex.answer_digest("pneumonia")) is True
+    assert bool(ex.check_digest("12", 3.1416, digest, decimals=2)) is True
+    assert bool(ex.check_digest("12", 3.2, digest, decimals=2)) is False
+    assert bool(ex.check_digest("12", object(), digest, decimals=2)) is False  # no crash on a weird answer
+    assert bool(ex.check_digest("12", "PNEUMONIA", ex.answer_digest("pneumonia"))) is True
 
 
 def test_the_placeholder_is_reported_as_not_attempted(capsys, monkeypatch):
@@ -179,3 +179,9 @@ def test_the_placeholder_is_reported_as_not_attempted(capsys, monkeypatch):
     with pytest.raises(ZeroDivisionError):  # other errors are the student's to see
         with exercises.attempt("9.6"):
             1 / 0
+
+
+def test_a_check_result_is_a_boolean_that_the_notebook_does_not_echo(capsys):
+    result = ex.check_value("8.1", 1.0, 1.0)
+    assert result == True and bool(result) is True and repr(result) == "True"  # noqa: E712
+    assert hasattr(result, "_ipython_display_") and result._ipython_display_() is None

@@ -201,3 +201,9 @@ def test_glue_verdict_follows_the_interval(record):
     assert glued["v1"] == "no detectable difference" and glued["v2"] == "below" and glued["v3"] == "higher than"
     with pytest.raises(ValueError, match="all three wordings"):
         report.glue_verdict("v4", (0.1, 0.0, 0.2), above="higher")
+
+
+def test_glued_text_is_a_string_that_the_notebook_does_not_echo(record):
+    text = report.glue("k", 0.5)
+    assert text == "0.500" and isinstance(text, str) and f"{text}" == "0.500"
+    assert text._ipython_display_() is None  # IPython calls this instead of echoing the value

@@ -54,12 +54,14 @@ def test_phrase_picks_the_matching_wording_and_refuses_a_typo():
 def test_seed_verdicts_agree_and_disagree():
     same = stats.seed_verdicts([(0.01, 0.005, 0.02), (0.02, 0.01, 0.03)])
     assert same.consistent and not same.sign_changes
-    assert same.summary() == "the same verdict (above) in all 2 training runs"
+    assert same.summary() == "the same verdict (above) in both training runs"
+    assert stats.seed_verdicts([(0.01, 0.005, 0.02)] * 3).summary() == "the same verdict (above) in all 3 training runs"
     mixed = stats.seed_verdicts([(-0.004, -0.012, 0.003), (-0.006, -0.014, -0.001), (0.007, 0.001, 0.013)])
     assert mixed.per_seed == (NO_DIFFERENCE, BELOW, ABOVE)
     assert not mixed.consistent and mixed.sign_changes
     text = mixed.summary()
-    assert "changes between training runs" in text and "both sides" in text
+    assert "changes between training runs" in text and "both sides of the reference" in text
+    assert mixed.summary(reference="zero").endswith("both sides of zero")
     assert "above: 1 of 3" in text and "below: 1 of 3" in text
     with pytest.raises(ValueError):
         stats.seed_verdicts([])

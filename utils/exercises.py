@@ -96,10 +96,23 @@ class attempt:
         return False
 
 
-def _report(exercise: str, ok: bool, hint: str, attempted: bool = True) -> bool:
+class CheckResult(int):
+    """True or False, as a check's result; the notebook does not echo it under the check's own line."""
+
+    def __new__(cls, ok: bool) -> "CheckResult":
+        return super().__new__(cls, bool(ok))
+
+    def __repr__(self) -> str:
+        return repr(bool(self))
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
+def _report(exercise: str, ok: bool, hint: str, attempted: bool = True) -> CheckResult:
     if ok:
         print(f"Exercise {exercise} passed.")
-        return True
+        return CheckResult(True)
     if not attempted:
         message = f"Exercise {exercise}: not attempted yet — replace the placeholder with your code."
     else:
@@ -107,7 +120,7 @@ def _report(exercise: str, ok: bool, hint: str, attempted: bool = True) -> bool:
     print(message)
     if os.environ.get(STRICT_ENV) == "1":
         raise ExerciseFailed(message)
-    return False
+    return CheckResult(False)
 
 
 def _is_placeholder(value: Any) -> bool:

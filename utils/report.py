@@ -122,6 +122,17 @@ def _glue_to_notebook(name: str, text: str) -> None:
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
+class Glued(str):
+    """The text that :func:`glue` inserted: a plain string that a notebook does not echo.
+
+    A glue call as the last line of a cell would otherwise show its return value under the
+    cell; the page is about the lesson, not the plumbing.
+    """
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
 def glue(name: str, value: Any, fmt: str | None = None, *, digits: int | None = None, signed: bool = False,
          percent: bool = False) -> str:
     """Insert a measured value into the chapter's prose; return the text inserted.
@@ -150,7 +161,7 @@ def glue(name: str, value: Any, fmt: str | None = None, *, digits: int | None = 
     _record["glued"][name] = text
     _flush()
     _glue_to_notebook(name, text)
-    return text
+    return Glued(text)
 
 
 def glue_interval(name: str, estimate: Any, low: Any = None, high: Any = None, *, digits: int = 3,
@@ -190,7 +201,7 @@ def glue_verdict(name: str, estimate: Any, low: Any = None, high: Any = None, *,
         glue(name, stats.phrase(result, above=above, none=none, below=below))
     else:
         glue(name, result)
-    return result
+    return Glued(result)
 
 
 def record_dataset(name: str, path: str, sha256: str, source: str) -> None:

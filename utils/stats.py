@@ -92,17 +92,22 @@ class SeedVerdicts:
         """True when the point estimates fall on both sides of the reference."""
         return 1 in self.signs and -1 in self.signs
 
-    def summary(self) -> str:
-        """One clause for the prose, e.g. ``"the same verdict in all 3 seeds"``."""
+    def summary(self, reference: str = "the reference") -> str:
+        """One clause for the prose, e.g. ``"the same verdict (above) in all 3 training runs"``.
+
+        ``reference`` names what the estimates are compared with (``"zero"`` for a paired
+        difference, ``"the benchmark"``...).
+        """
         n = len(self.per_seed)
+        runs = "both training runs" if n == 2 else f"all {n} training runs" if n > 2 else "the one training run"
         if self.consistent:
-            text = f"the same verdict ({self.per_seed[0]}) in all {n} training runs"
+            text = f"the same verdict ({self.per_seed[0]}) in {runs}"
         else:
             counts = {v: self.per_seed.count(v) for v in VERDICTS if v in self.per_seed}
             text = "the verdict changes between training runs (" + ", ".join(
                 f"{v}: {c} of {n}" for v, c in counts.items()) + ")"
         if self.sign_changes:
-            text += "; the point estimates fall on both sides of the reference"
+            text += f"; the point estimates fall on both sides of {reference}"
         return text
 
 
