@@ -54,8 +54,10 @@ def test_parameters_cell(chapter):
     assert set(assigned) == {"PROFILE", "SEED"}, f"{name}: the parameters cell assigns {sorted(assigned)}"
     assert assigned["PROFILE"] == "full"
     assert type(assigned["SEED"]) is int and assigned["SEED"] >= 0
-    first_code = code_cells(nb)[0][0]
-    assert index == first_code, f"{name}: the parameters cell must be the first code cell"
+    first_code, second_code = code_cells(nb)[0][0], code_cells(nb)[1][0]
+    assert "colab-install" in nb.cells[first_code].metadata.get("tags", []), \
+        f"{name}: the first code cell must be the Colab install cell (python -m utils.launch)"
+    assert index == second_code, f"{name}: the parameters cell must follow the install cell"
 
 
 def test_kernelspec(chapter):
@@ -95,7 +97,7 @@ def test_setup_cell_is_collapsed(chapter):
     """The set-up cell (imports, course.setup) right after the parameters is plumbing: hide its input."""
     name, nb = chapter
     cells = code_cells(nb)
-    setup_index, setup = cells[1]
+    setup_index, setup = cells[2]  # after the install cell and the parameters
     assert "course.setup(" in setup.source, f"{name}: the cell after the parameters must call course.setup"
     assert "hide-input" in setup.metadata.get("tags", []), f"{name} cell {setup_index}: tag the set-up cell hide-input"
 

@@ -48,6 +48,11 @@ def test_cited_literature_values_pass_and_uncited_ones_do_not():
     assert numbers("The benchmark is 0.944 {cite}`yang2023medmnist`. We reach 0.973.") == ["0.973"]
 
 
+def test_a_citation_in_one_bullet_does_not_cover_the_next():
+    text = "* Focal loss {cite}`lin2017focal` with gamma 2.0\n* our AUC was 0.80\n1. and 0.91 here"
+    assert numbers(text) == ["0.80", "0.91"]
+
+
 def test_the_allow_list_admits_only_what_it_names():
     text = "The threshold is 0.5 and the AUC 0.973."
     assert numbers(text, {"0.5": "design"}) == ["0.973"]

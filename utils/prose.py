@@ -114,8 +114,10 @@ def prose_only(markdown: str) -> str:
 
 
 def sentences(text: str) -> list[str]:
-    """Split prose into sentences; every table row is a sentence of its own."""
+    """Split prose into sentences; every table row and every list item is a sentence of its own."""
     parts = []
+    # a list item starts a new paragraph: a citation in one bullet does not cover the next
+    text = re.sub(r"\n(?=\s*(?:[-*+]|\d+[.)])\s)", "\n\n", text)
     for para in re.split(r"\n\s*\n", text):
         rows = [line for line in para.splitlines() if line.strip().startswith("|")]
         rest = "\n".join(line for line in para.splitlines() if not line.strip().startswith("|"))
