@@ -108,3 +108,14 @@ def test_every_written_solution_is_tagged_solution(chapter):
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "markdown" and "{solution}" in cell.source:
             assert "solution" in cell.metadata.get("tags", []), f"{name} cell {i}: tag the {{solution}} cell 'solution'"
+
+
+def test_every_code_cell_compiles(chapter):
+    """A syntax error would only show minutes into a run; catch it here (IPython magics aside)."""
+    name, nb = chapter
+    for i, cell in code_cells(nb):
+        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        try:
+            compile(source, f"{name} cell {i}", "exec")
+        except SyntaxError as exc:
+            pytest.fail(f"{name} cell {i}: {exc}")
