@@ -289,7 +289,7 @@ def test_header_summary(head_ct):
 # ---------------------------------------------------------------------------
 
 def test_profile_keywords_are_real_dicom_keywords():
-    assert all(tag_for_keyword(k) is not None for k in imaging.PS315_BASIC_PROFILE)
+    assert all(k.startswith("(") or tag_for_keyword(k) is not None for k in imaging.PS315_BASIC_PROFILE)
     assert len(set(imaging.PS315_BASIC_PROFILE)) == len(imaging.PS315_BASIC_PROFILE)
 
 
@@ -298,7 +298,8 @@ def test_phi_finds_names_private_tags_and_nested_identifiers():
                    OperatorsName="Smith^Tom")
     block = ds.private_block(0x0009, "ACME_PRIVATE", create=True)
     block.add_new(0x01, "LO", "secret id 987")
-    ds.ContentCreatorName = "Lee^Ann"  # a PN attribute not in the profile subset
+    ds.ContentCreatorName = "Lee^Ann"  # a PN attribute of the profile (Table E.1-1: Z/D)
+    ds.EvaluatorName = "Ng^Bo"  # a PN attribute not in Table E.1-1
     item = Dataset()
     item.PatientID = "other-456"
     ds.OtherPatientIDsSequence = Sequence([item])
@@ -311,7 +312,8 @@ def test_phi_finds_names_private_tags_and_nested_identifiers():
     assert any(a.value == "secret id 987" for a in private)
     by_kw = {a.keyword: a for a in found}
     assert by_kw["PatientName"].tag == "(0010,0010)" and by_kw["PatientName"].value == "Doe^Jane"
-    assert by_kw["ContentCreatorName"].reason == "person name (PN)"
+    assert by_kw["ContentCreatorName"].reason == "PS3.15 basic profile"
+    assert by_kw["EvaluatorName"].reason == "person name (PN)"
     assert "Modality" not in keywords and "Rows" not in keywords
 
 

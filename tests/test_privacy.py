@@ -24,10 +24,16 @@ SALT = "test-salt-0123456789"
 # the profile table
 # ---------------------------------------------------------------------------
 
-def test_profile_table_is_valid_and_covers_chapter_1_list():
-    assert set(imaging.PS315_BASIC_PROFILE) <= set(privacy.BASIC_PROFILE)
-    for keyword, code in privacy.BASIC_PROFILE.items():
-        assert tag_for_keyword(keyword) is not None, keyword
+def test_profile_table_is_all_of_table_e11_from_the_pinned_library():
+    from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
+
+    table = dicom_anonymization_database_selector(privacy.PROFILE_SOURCE[1])
+    n_rows = sum(len(table[c]) for c in privacy._CATEGORY_CODES)
+    assert len(privacy.BASIC_PROFILE) == n_rows > 600  # every row, none typed by hand
+    assert "2026c" in privacy.PROFILE_EDITION
+    assert set(imaging.PS315_BASIC_PROFILE) == set(privacy.BASIC_PROFILE)  # one table: chapter 1's is derived
+    for key, code in privacy.BASIC_PROFILE.items():
+        assert key.startswith("(") or tag_for_keyword(key) is not None, key
         assert privacy.applied_action(code) in {"X", "Z", "D", "U", "U*"}
     rows = privacy.profile_table()
     assert len(rows) == len(privacy.BASIC_PROFILE)
@@ -35,6 +41,17 @@ def test_profile_table_is_valid_and_covers_chapter_1_list():
     assert by_kw["PatientName"][0] == "(0010,0010)" and by_kw["PatientName"][2] == "Z"
     assert by_kw["StudyInstanceUID"][2] == "U" and by_kw["PatientAge"][2] == "X"
     assert by_kw["InstitutionName"][2:] == ("X/Z/D", "D")
+    assert {"(50xx,xxxx)", "(60xx,3000)", "(60xx,4000)"} <= set(privacy.BASIC_PROFILE)
+    assert privacy.profile_code(0x60023000) == "X" and privacy.profile_code("SOPClassUID") is None
+
+
+@pytest.mark.parametrize("keyword, code", [  # a cross-check of the library's table against the standard's rows
+    ("PatientID", "Z/D"), ("PatientBirthDate", "Z"), ("AccessionNumber", "Z"), ("StudyDate", "Z"),
+    ("ReferringPhysicianName", "Z"), ("StationName", "X/Z/D"), ("DeviceSerialNumber", "X/Z/D"),
+    ("SOPInstanceUID", "U"), ("FrameOfReferenceUID", "U"), ("ReferencedImageSequence", "X/Z/U*"),
+    ("PatientAddress", "X"), ("OtherPatientIDsSequence", "X"), ("ScheduledPerformingPhysicianName", "X")])
+def test_profile_codes_of_well_known_rows(keyword, code):
+    assert privacy.BASIC_PROFILE[keyword] == code
 
 
 @pytest.mark.parametrize("code, action", [("X", "X"), ("Z", "Z"), ("D", "D"), ("U", "U"), ("X/Z", "Z"),
@@ -129,23 +146,22 @@ def test_deidentify_made_up_dataset():
     assert "PatientAge" not in new and "OtherPatientIDsSequence" not in new and "StudyComments" not in new
     assert "DateOfLastCalibration" not in new and (0x6000, 0x3000) not in new
     assert new.SeriesDate == "19000101" and new.InstitutionName == "ANONYMIZED" and new.OperatorsName == "ANONYMIZED"
-    assert new.ScheduledPerformingPhysicianName == ""  # a PN outside the table is emptied
     assert not any(e.tag.is_private for e in new.iterall())
     assert new.SOPClassUID == ds.SOPClassUID and new.Modality == "CT" and new.Manufacturer == "ACME"
+    assert "ScheduledPerformingPhysicianName" not in new  # Table E.1-1: X
     # UIDs: remapped, and the reference inside the sequence follows the instance it points to
     assert new.SOPInstanceUID == privacy.remap_uid("1.2.3.4.1", SALT)
     assert new.ReferencedImageSequence[0].ReferencedSOPInstanceUID == new.SOPInstanceUID
     assert new.ReferencedImageSequence[0].ReferencedSOPClassUID == ds.SOPClassUID
     assert new.file_meta.MediaStorageSOPInstanceUID == new.SOPInstanceUID
-    # the method is recorded
-    assert new.PatientIdentityRemoved == "YES" and new.LongitudinalTemporalInformationModified == "REMOVED"
-    assert new.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
-    assert len(new.DeidentificationMethod) <= 64
+    # Burned In Annotation is absent: flagged for pixel review, and the identity is not declared removed
+    assert result.pixel_review and "PatientIdentityRemoved" not in new and "DeidentificationMethod" not in new
+    assert new.LongitudinalTemporalInformationModified == "REMOVED"
     assert new.PixelData == ds.PixelData
     # the audit log names every action
     actions = {(e.keyword, e.action) for e in audit}
     assert {("PatientName", "Z"), ("PatientAge", "X"), ("SeriesDate", "D"), ("SOPInstanceUID", "U"),
-            ("(private)", "X"), ("ReferencedSOPInstanceUID", "U"), ("PatientIdentityRemoved", "added")} <= actions
+            ("(private)", "X"), ("ReferencedSOPInstanceUID", "U"), ("PatientIdentityRemoved", "withheld")} <= actions
     assert any(e.path == "ReferencedImageSequence[0].ReferencedSOPInstanceUID" for e in audit)
     assert result.warnings and "Burned In Annotation" in result.warnings[0]
     assert privacy.surviving_identifiers(new, original=ds) == []
@@ -154,7 +170,27 @@ def test_deidentify_made_up_dataset():
 def test_no_burned_in_warning_when_the_header_says_no():
     ds = made_up_dataset()
     ds.BurnedInAnnotation = "NO"
-    assert privacy.deidentify(ds, salt=SALT).warnings == []
+    result = privacy.deidentify(ds, salt=SALT)
+    assert result.warnings == [] and not result.pixel_review
+    new = result.dataset
+    assert new.PatientIdentityRemoved == "YES" and new.LongitudinalTemporalInformationModified == "REMOVED"
+    assert [c.CodeValue for c in new.DeidentificationMethodCodeSequence] == ["113100"]
+    assert len(new.DeidentificationMethod) <= 64
+
+
+def test_a_stale_identity_removed_claim_is_not_copied():
+    ds = made_up_dataset()
+    ds.PatientIdentityRemoved = "YES"  # said by an earlier tool; the pixels were never looked at
+    result = privacy.deidentify(ds, salt=SALT)
+    assert result.pixel_review and "PatientIdentityRemoved" not in result.dataset
+
+
+def test_pixels_cleaned_allows_the_claim_and_records_the_option():
+    result = privacy.deidentify(made_up_dataset(), salt=SALT, pixels_cleaned=True)
+    new = result.dataset
+    assert not result.pixel_review and new.PatientIdentityRemoved == "YES" and new.BurnedInAnnotation == "NO"
+    assert [c.CodeValue for c in new.DeidentificationMethodCodeSequence] == ["113100", "113101"]
+    assert len(new.DeidentificationMethod) <= 64
 
 
 def test_checker_finds_what_survives():
@@ -168,9 +204,9 @@ def test_checker_finds_what_survives():
     leaky.private_block(0x0011, "OTHER", create=True).add_new(0x01, "LO", "x")
     found = privacy.surviving_identifiers(leaky, original=ds)
     reasons = {(a.keyword, a.reason.split(" at ")[0]) for a in found}
-    assert ("PatientName", "profile Z: value not emptied or replaced") in reasons
-    assert ("PatientAge", "profile X: should be removed") in reasons
-    assert ("StudyInstanceUID", "profile U: UID not replaced") in reasons
+    assert ("PatientName", "PN value") in reasons
+    assert ("PatientAge", "AS value") in reasons
+    assert ("StudyInstanceUID", "UID not remapped") in reasons
     assert ("Manufacturer", "original value") in reasons
     assert any(r == "private tag" for _, r in reasons)
     # without the original, the copied value in an unlisted attribute cannot be recognised
@@ -219,7 +255,7 @@ def test_every_real_sample_is_deidentified(real_samples):
         assert [a for a in imaging.phi_attributes(new) if a.reason != "PS3.15 basic profile"] == [], name
         # every identifying attribute the sample carried was removed, emptied or replaced
         for elem in ds.iterall():
-            code = privacy.BASIC_PROFILE.get(elem.keyword)
+            code = privacy.profile_code(elem.tag)
             if code is None or not elem.value or elem.VR == "SQ":
                 continue
             after = [e.value for e in new.iterall() if e.tag == elem.tag]
@@ -228,7 +264,11 @@ def test_every_real_sample_is_deidentified(real_samples):
         assert new.PixelData == ds.PixelData, name
         back = pydicom.dcmread(io.BytesIO(_bytes(new)))
         assert np.array_equal(back.pixel_array, ds.pixel_array), name
-        assert back.PatientIdentityRemoved == "YES" and back.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
+        if results[name].pixel_review:
+            assert "PatientIdentityRemoved" not in back and ds.get("BurnedInAnnotation") != "NO", name
+        else:
+            assert back.PatientIdentityRemoved == "YES", name
+            assert back.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
         assert back.file_meta.MediaStorageSOPInstanceUID == back.SOPInstanceUID
         for e in back.iterall():
             if e.VR == "UI" and e.value:
@@ -243,6 +283,118 @@ def test_every_real_sample_is_deidentified(real_samples):
             seen.setdefault(old, set()).add(name)
     assert any(len(files) > 1 for files in seen.values())  # e.g. the Instance Creator UID of several samples
     assert len(set(uid_map.values())) == len(uid_map)
+
+
+# ---------------------------------------------------------------------------
+# planted attributes: the checker does not read the table, and nothing planted survives
+# ---------------------------------------------------------------------------
+
+#: Attributes of Table E.1-1 (2026c) that the course's earlier hand-typed table (141 rows) did not list, so that
+#: they survived de-identification unseen; each planted with a value that must not survive.
+PLANTED_TOP = [
+    ("ScheduledPerformingPhysicianName", "PN", "Planted^Physician"),  # E.1-1 X
+    ("PerformedLocation", "SH", "PLANTED WARD 7"),  # X
+    ("AdmittingDate", "DA", "20210304"),  # X
+    ("AdmittingTime", "TM", "093017"),  # X
+    ("DischargeDiagnosisDescription", "LO", "PLANTED DIAGNOSIS"),  # X
+    ("PersonAddress", "ST", "12 Planted Street"),  # X
+    ("ClinicalTrialSubjectID", "LO", "PLANTED-SUBJ-42"),  # D
+    ("ScheduledProcedureStepStartDate", "DA", "20210305"),  # X
+    ("PerformedStationAETitle", "AE", "PLANTEDAE"),  # X
+]
+#: Planted inside an item of a sequence that the profile keeps (Referenced Series Sequence is not in Table E.1-1):
+#: two E.1-1 attributes the old table missed, two attributes outside Table E.1-1 (a UT text, a PN) and a UID.
+PLANTED_NESTED = [
+    ("PersonTelephoneNumbers", "LO", "555-0199-PLANTED"),  # E.1-1 X
+    ("AdmittingDate", "DA", "20210306"),  # X
+    ("TextValue", "UT", "seen by Dr Planted on ward 7"),  # not in Table E.1-1: caught by the VR rule
+    ("EvaluatorName", "PN", "Nested^Evaluator"),  # not in Table E.1-1
+    ("SeriesInstanceUID", "UI", "1.2.826.0.1.3680043.99.1.2.3"),  # U
+]
+PLANTED_PRIVATE = "PLANTED PRIVATE 4711"
+
+
+def _plant(ds) -> Dataset:
+    from pydicom.datadict import dictionary_VR
+
+    out = pydicom.dcmread(io.BytesIO(_bytes(ds)))  # a deep, independent copy
+    for keyword, vr, value in PLANTED_TOP:
+        assert privacy.profile_code(keyword) is not None and dictionary_VR(keyword) == vr, keyword
+        setattr(out, keyword, value)
+    item = Dataset()
+    for keyword, vr, value in PLANTED_NESTED:
+        assert dictionary_VR(keyword) == vr, keyword
+        setattr(item, keyword, value)
+    item.private_block(0x0013, "PLANTED CREATOR", create=True).add_new(0x10, "LO", PLANTED_PRIVATE)
+    out.ReferencedSeriesSequence = Sequence([item])
+    out.private_block(0x0011, "PLANTED CREATOR", create=True).add_new(0x10, "LO", PLANTED_PRIVATE)
+    return out
+
+
+def _planted_values() -> list[str]:
+    return [v for _, _, v in PLANTED_TOP + PLANTED_NESTED] + [PLANTED_PRIVATE]
+
+
+def test_checker_catches_every_planted_attribute_when_deidentification_is_skipped(real_samples):
+    for name, ds in real_samples.items():
+        planted = _plant(ds)
+        found = privacy.surviving_identifiers(planted)
+        paths = {a.reason.split(" at ")[1] for a in found}
+        for keyword, _, _ in PLANTED_TOP:
+            assert keyword in paths, (name, keyword)
+        for keyword, _, _ in PLANTED_NESTED:
+            assert f"ReferencedSeriesSequence[0].{keyword}" in paths, (name, keyword)
+        assert "(0011,1010)" in paths and "ReferencedSeriesSequence[0].(0013,1010)" in paths, name
+        # and the real sample itself, not de-identified, is flagged too (names, dates, UIDs)
+        assert privacy.surviving_identifiers(ds), name
+
+
+def test_nothing_planted_survives_deidentification(real_samples):
+    uid_map: dict[str, str] = {}
+    for name, ds in real_samples.items():
+        planted = _plant(ds)
+        new = privacy.deidentify(planted, salt=SALT, uid_map=uid_map).dataset
+        assert privacy.surviving_identifiers(new, original=planted) == [], name
+        texts = [str(e.value) for e in new.iterall() if e.VR not in ("OB", "OW", "SQ", "UN")]
+        texts += [str(e.value) for e in new.file_meta]
+        for value in _planted_values():
+            assert not any(value in t for t in texts), (name, value)
+
+
+def test_checker_ignores_the_allow_list_and_standard_uids():
+    ds = Dataset()
+    ds.SOPClassUID, ds.Manufacturer, ds.Modality = "1.2.840.10008.5.1.4.1.1.2", "ACME", "CT"
+    ds.ConvolutionKernel = "STANDARD"  # free text outside the allow-list: flagged
+    found = privacy.surviving_identifiers(ds)
+    assert [a.keyword for a in found] == ["ConvolutionKernel"]
+    assert all(reason for reason in privacy.KEEP_ALLOWED.values())
+
+
+# ---------------------------------------------------------------------------
+# burned-in text: pixel cleaning on the ultrasound sample
+# ---------------------------------------------------------------------------
+
+def test_clean_pixels_blanks_the_known_band_of_the_ultrasound(real_samples):
+    us = real_samples["US1_UNCR.dcm"]
+    first = privacy.deidentify(us, salt=SALT)
+    assert first.pixel_review and "PatientIdentityRemoved" not in first.dataset
+    cleaned = privacy.clean_pixels(us)
+    before, after = us.pixel_array, pydicom.dcmread(io.BytesIO(_bytes(cleaned))).pixel_array
+    (r0, r1, c0, c1), = privacy.BURNED_IN_REGIONS[("US", "G.E. Medical Systems", "LOGIQ 700")]
+    assert before[r0:r1, c0:c1].max() > 0 and after[r0:r1, c0:c1].max() == 0
+    assert np.array_equal(before[r1:], after[r1:])  # the image below the band is untouched
+    second = privacy.deidentify(cleaned, salt=SALT, pixels_cleaned=True)
+    assert not second.pixel_review and second.dataset.PatientIdentityRemoved == "YES"
+    assert "113101" in {c.CodeValue for c in second.dataset.DeidentificationMethodCodeSequence}
+    with pytest.raises(KeyError, match="no known burned-in"):
+        privacy.clean_pixels(real_samples["CT_small.dcm"])
+
+
+def test_compare_with_library_reports_differences(real_samples):
+    rows = privacy.compare_with_library(real_samples, salt=SALT)
+    assert rows and all(r[2] != r[3] and r[4] >= 1 for r in rows)
+    # both tools remove every private tag and remap the instance UIDs: no disagreement there
+    assert not any(r[1] in ("(private)", "SOPInstanceUID", "StudyInstanceUID", "PatientName") for r in rows)
 
 
 # ---------------------------------------------------------------------------

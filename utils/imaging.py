@@ -44,38 +44,18 @@ WINDOWS: dict[str, tuple[float, float]] = {
     "bone": (400.0, 1800.0),
 }
 
-# A curated subset of DICOM PS3.15 Annex E, Table E.1-1 (Basic Application
-# Level Confidentiality Profile): the attributes most often found in clinical
-# images.  The full table has several hundred rows; chapter 6 uses it in full.
-# Each keyword is resolved to its tag by pydicom's data dictionary.
-PS315_BASIC_PROFILE: tuple[str, ...] = (
-    # patient
-    "PatientName", "PatientID", "IssuerOfPatientID", "OtherPatientIDs", "OtherPatientIDsSequence",
-    "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName", "PatientBirthDate", "PatientBirthTime",
-    "PatientSex", "PatientAge", "PatientSize", "PatientWeight", "PatientAddress", "PatientTelephoneNumbers",
-    "MedicalRecordLocator", "EthnicGroup", "Occupation", "AdditionalPatientHistory", "PatientComments",
-    "MilitaryRank", "BranchOfService", "CountryOfResidence", "RegionOfResidence", "PregnancyStatus",
-    # visit, order, accession
-    "AccessionNumber", "AdmissionID", "AdmittingDiagnosesDescription", "RequestedProcedureID",
-    "RequestedProcedureDescription", "RequestAttributesSequence", "PerformedProcedureStepID",
-    "PerformedProcedureStepDescription", "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime",
-    "StudyID", "StudyDescription", "SeriesDescription", "ProtocolName", "ImageComments",
-    "DerivationDescription", "RequestingPhysician", "ScheduledProcedureStepDescription",
-    # dates and times
-    "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "AcquisitionDateTime", "InstanceCreationDate",
-    "StudyTime", "SeriesTime", "AcquisitionTime", "ContentTime", "InstanceCreationTime",
-    # people and places
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "ReferringPhysicianName",
-    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers", "PhysiciansOfRecord",
-    "PerformingPhysicianName", "NameOfPhysiciansReadingStudy", "OperatorsName", "StationName",
-    "DeviceSerialNumber",
-    # unique identifiers (replaced, action U)
-    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID",
-    "SynchronizationFrameOfReferenceUID", "InstanceCreatorUID", "IrradiationEventUID",
-    "ReferencedSOPInstanceUID", "StorageMediaFileSetUID", "ConcatenationUID", "DimensionOrganizationUID", "UID",
-    # containers that may hold copies of the above
-    "OriginalAttributesSequence", "DigitalSignaturesSequence",
-)
+# The attributes of DICOM PS3.15 Annex E, Table E.1-1 (Basic Application Level Confidentiality Profile) are
+# ``PS315_BASIC_PROFILE``: the keywords of ``utils.privacy.BASIC_PROFILE``, the course's one profile table (all
+# of the table, from the pinned dicom-anonymizer), resolved lazily by the module ``__getattr__`` below because
+# utils.privacy imports this module.
+
+
+def __getattr__(name: str):
+    if name == "PS315_BASIC_PROFILE":
+        from . import privacy
+
+        return tuple(privacy.BASIC_PROFILE)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class PHIAttribute(NamedTuple):
@@ -351,23 +331,22 @@ def _is_empty(value: Any) -> bool:
 def phi_attributes(ds, *, include_empty: bool = False) -> list[PHIAttribute]:
     """Potentially identifying attributes present in ``ds`` (including nested sequences).
 
-    Reports (1) every attribute of :data:`PS315_BASIC_PROFILE`, (2) every
+    Reports (1) every attribute of Table E.1-1 (:data:`utils.privacy.BASIC_PROFILE`), (2) every
     private tag (the Basic Profile removes them unless they are known to be
     safe), and (3) any other person-name (PN) attribute.  Empty values are
     skipped unless ``include_empty``.  The file meta header (group 0002) is
     not inspected.  Pixel data are not inspected either: text *burned into*
     the image must be checked separately (see *Burned In Annotation*).
     """
-    from pydicom.datadict import tag_for_keyword
+    from . import privacy
 
-    profile = {tag_for_keyword(k): k for k in PS315_BASIC_PROFILE}
     found: list[PHIAttribute] = []
     for elem in ds.iterall():
         tag = elem.tag
         if elem.keyword == "PixelData":
             continue
-        if tag in profile:
-            reason, keyword = "PS3.15 basic profile", profile[tag]
+        if privacy.profile_code(tag) is not None:
+            reason, keyword = "PS3.15 basic profile", privacy._key_of(tag)
         elif tag.is_private:
             reason, keyword = "private tag", "(private)"
         elif elem.VR == "PN":

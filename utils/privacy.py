@@ -3,14 +3,20 @@
 Three ways of protecting patients, each with what it does *not* protect against:
 
 * **De-identification of DICOM headers** following the Basic Application
-  Level Confidentiality Profile of DICOM PS3.15 Annex E (Table E.1-1):
-  :func:`deidentify` returns a new dataset and an audit log (one row per
-  attribute touched, with its action code), :func:`surviving_identifiers`
-  lists whatever identifying content is still there (and, given the original,
-  any original identifying value found anywhere in the result), and
-  :data:`BASIC_PROFILE` is the table of attributes handled, with the
-  standard's action codes.  Text burned into the pixels is *not* touched:
-  header cleaning cannot find it.
+  Level Confidentiality Profile of DICOM PS3.15 Annex E: :data:`BASIC_PROFILE`
+  is all of Table E.1-1 of :data:`PROFILE_EDITION`, loaded at import time from
+  the pinned ``dicom-anonymizer`` library; :func:`deidentify` returns a new
+  dataset, an audit log (one row per attribute touched, with its action code),
+  warnings and a pixel-review flag; :func:`surviving_identifiers` is a checker
+  that does not read the table: it flags every remaining private tag, person
+  name, date/time, free text and unremapped UID that is not on the reviewed
+  allow-list :data:`KEEP_ALLOWED` (and, given the original, any original
+  identifying value found anywhere in the result).  Text burned into the
+  pixels is *not* found by header cleaning: :func:`clean_pixels` blanks the
+  regions listed for a device in :data:`BURNED_IN_REGIONS`, and only then (or
+  when *Burned In Annotation* is NO) does :func:`deidentify` write *Patient
+  Identity Removed* = YES.  :func:`compare_with_library` compares the result
+  with ``dicom-anonymizer``'s, attribute by attribute.
 * **Federated learning**: :func:`split_by_label_mix` makes non-IID "hospital"
   splits of a labelled set, :func:`fedavg` is the weighted average of client
   models of McMahan et al. (2017) written on Keras' ``get_weights`` /
@@ -40,12 +46,13 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from . import course
-from .imaging import PS315_BASIC_PROFILE, PHIAttribute
+from .imaging import PHIAttribute
 from .imaging import _short as _short_text
 
 __all__ = [
-    "BASIC_PROFILE", "PROFILE_EDITION", "AuditEntry", "Deidentified", "profile_table", "applied_action",
-    "remap_uid", "pseudonym", "deidentify", "surviving_identifiers",
+    "BASIC_PROFILE", "PROFILE_EDITION", "PROFILE_SOURCE", "KEEP_ALLOWED", "CHECKED_VRS", "BURNED_IN_REGIONS",
+    "AuditEntry", "Deidentified", "profile_table", "profile_code", "applied_action", "remap_uid", "pseudonym",
+    "deidentify", "clean_pixels", "surviving_identifiers", "compare_with_library",
     "split_by_label_mix", "small_cnn", "fedavg", "federated_averaging",
     "per_example_gradients", "clip_and_noise", "train_dp_sgd", "dp_epsilon", "noise_for_epsilon",
 ]
@@ -54,73 +61,86 @@ __all__ = [
 # the Basic Application Level Confidentiality Profile (PS3.15 Table E.1-1)
 # ---------------------------------------------------------------------------
 
-#: Edition of DICOM PS3.15 whose Table E.1-1 the action codes below follow
-#: (https://dicom.nema.org/medical/dicom/current/output/chtml/part15/chapter_E.html).
-PROFILE_EDITION = "DICOM PS3.15 2024b, Annex E, Table E.1-1"
+#: The library whose copy of Table E.1-1 is the profile, its pinned version, and the module of the edition used.
+PROFILE_SOURCE = ("dicom-anonymizer", "dicomfields_2026c")
 
-#: Attribute keyword → action code of the Basic Profile.  ``D`` replace with a
-#: dummy value of the same VR, ``Z`` replace with a zero-length (or dummy)
-#: value, ``X`` remove, ``U`` replace a UID by a consistent new UID; ``X/Z``,
-#: ``X/D``, ``Z/D``, ``X/Z/D`` leave the choice to the IOD's attribute type, and
-#: ``X/Z/U*`` (reference sequences) keeps the sequence and replaces the UIDs in
-#: its items.  Every attribute of :data:`utils.imaging.PS315_BASIC_PROFILE`
-#: (chapter 1's audit list) is here, plus the other identifying attributes the
-#: course's real DICOM samples carry and a few common ones.  The standard's
-#: table has several hundred rows; attributes not listed are kept, except that
-#: :func:`deidentify` also removes all private tags and overlays, empties any
-#: other person name and remaps any other instance UID.
-BASIC_PROFILE: dict[str, str] = {
-    # patient
-    "PatientName": "Z", "PatientID": "Z/D", "IssuerOfPatientID": "X", "OtherPatientIDs": "X",
-    "OtherPatientIDsSequence": "X", "OtherPatientNames": "X", "PatientBirthName": "X",
-    "PatientMotherBirthName": "X", "PatientBirthDate": "Z", "PatientBirthTime": "X", "PatientSex": "Z",
-    "PatientAge": "X", "PatientSize": "X", "PatientWeight": "X", "PatientAddress": "X",
-    "PatientTelephoneNumbers": "X", "PatientTelecomInformation": "X", "MedicalRecordLocator": "X",
-    "EthnicGroup": "X", "Occupation": "X", "AdditionalPatientHistory": "X", "PatientComments": "X",
-    "MilitaryRank": "X", "BranchOfService": "X", "CountryOfResidence": "X", "RegionOfResidence": "X",
-    "PregnancyStatus": "X", "PatientReligiousPreference": "X", "PatientState": "X", "Allergies": "X",
-    "MedicalAlerts": "X", "SmokingStatus": "X", "LastMenstrualDate": "X", "ResponsiblePerson": "X",
-    "ResponsibleOrganization": "X", "PatientInsurancePlanCodeSequence": "X", "ReferencedPatientSequence": "X",
-    # visit, order, accession, study
-    "AccessionNumber": "Z", "AdmissionID": "X", "IssuerOfAdmissionID": "X", "AdmittingDiagnosesDescription": "X",
-    "RequestedProcedureID": "X", "RequestedProcedureDescription": "X/Z", "RequestAttributesSequence": "X",
-    "RequestingPhysician": "X", "RequestingService": "X", "ReasonForStudy": "X",
-    "PerformedProcedureStepID": "X", "PerformedProcedureStepDescription": "X",
-    "PerformedProcedureStepStartDate": "X", "PerformedProcedureStepStartTime": "X",
-    "ScheduledProcedureStepDescription": "X", "ScheduledProcedureStepID": "X", "StudyID": "Z",
-    "StudyDescription": "X", "SeriesDescription": "X", "ProtocolName": "X/D", "ImageComments": "X",
-    "StudyComments": "X", "FrameComments": "X", "AcquisitionComments": "X", "DerivationDescription": "X",
-    "CurrentPatientLocation": "X", "PatientInstitutionResidence": "X", "SpecialNeeds": "X", "VisitComments": "X",
-    "ServiceEpisodeID": "X", "StudyIDIssuer": "X", "AcquisitionContextSequence": "X/Z",
-    "ContrastBolusAgent": "Z/D", "ReferencedStudySequence": "X/Z",
-    "ReferencedPerformedProcedureStepSequence": "X/Z/D", "ContentSequence": "X",
-    # dates and times
-    "StudyDate": "Z", "SeriesDate": "X/D", "AcquisitionDate": "X/Z", "ContentDate": "Z/D",
-    "AcquisitionDateTime": "X/Z/D", "InstanceCreationDate": "X/D", "StudyTime": "Z", "SeriesTime": "X/D",
-    "AcquisitionTime": "X/Z", "ContentTime": "Z/D", "InstanceCreationTime": "X/Z/D",
-    "DateOfLastCalibration": "X", "TimeOfLastCalibration": "X", "DateTimeOfLastCalibration": "X",
-    "TimezoneOffsetFromUTC": "X", "FrameAcquisitionDateTime": "D",
-    # people, places, devices
-    "InstitutionName": "X/Z/D", "InstitutionAddress": "X", "InstitutionalDepartmentName": "X",
-    "InstitutionCodeSequence": "X/Z/D", "ReferringPhysicianName": "Z", "ReferringPhysicianAddress": "X",
-    "ReferringPhysicianTelephoneNumbers": "X", "ReferringPhysicianIdentificationSequence": "X",
-    "ConsultingPhysicianName": "Z", "PhysiciansOfRecord": "X", "PhysiciansOfRecordIdentificationSequence": "X",
-    "PerformingPhysicianName": "X", "PerformingPhysicianIdentificationSequence": "X",
-    "NameOfPhysiciansReadingStudy": "X", "PhysiciansReadingStudyIdentificationSequence": "X",
-    "OperatorsName": "X/Z/D", "OperatorIdentificationSequence": "X/D", "ContentCreatorName": "Z/D",
-    "PersonName": "D", "VerifyingObserverName": "D", "OrderEnteredBy": "X", "StationName": "X/Z/D",
-    "StationAETitle": "X", "RetrieveAETitle": "X", "DeviceSerialNumber": "X/Z/D", "DetectorID": "X/D",
-    "PlateID": "X", "CassetteID": "X", "GantryID": "X", "GeneratorID": "X",
-    # unique identifiers
-    "StudyInstanceUID": "U", "SeriesInstanceUID": "U", "SOPInstanceUID": "U", "MediaStorageSOPInstanceUID": "U",
-    "FrameOfReferenceUID": "U", "SynchronizationFrameOfReferenceUID": "U", "InstanceCreatorUID": "U",
-    "IrradiationEventUID": "U", "ReferencedSOPInstanceUID": "U", "StorageMediaFileSetUID": "U",
-    "ConcatenationUID": "U", "DimensionOrganizationUID": "U", "UID": "U", "DeviceUID": "U", "SpecimenUID": "U",
-    "ReferencedFrameOfReferenceUID": "U", "RelatedFrameOfReferenceUID": "U",
-    "ReferencedImageSequence": "X/Z/U*", "SourceImageSequence": "X/Z/U*",
-    # containers that may hold copies of the above, and pictures of the patient
-    "OriginalAttributesSequence": "X", "DigitalSignaturesSequence": "X", "IconImageSequence": "X",
+#: Edition of DICOM PS3.15 whose Table E.1-1 the action codes below follow
+#: (https://dicom.nema.org/medical/dicom/2026c/output/chtml/part15/chapter_E.html).
+PROFILE_EDITION = "DICOM PS3.15 2026c, Annex E, Table E.1-1"
+_EDITION = "2026c"
+
+_CATEGORY_CODES = {"D_TAGS": "D", "Z_TAGS": "Z", "X_TAGS": "X", "U_TAGS": "U", "Z_D_TAGS": "Z/D", "X_Z_TAGS": "X/Z",
+                   "X_D_TAGS": "X/D", "X_Z_D_TAGS": "X/Z/D", "X_Z_U_STAR_TAGS": "X/Z/U*"}
+#: The repeating-group rows of Table E.1-1 (curve data, overlay data and comments), as the library writes them
+#: ``(group, element, group mask, element mask)``; :func:`_is_overlay_or_curve` implements exactly these.
+_MASKED_ROWS = {(0x5000, 0x0000, 0xFF00, 0x0000): "(50xx,xxxx)", (0x6000, 0x3000, 0xFF00, 0xFFFF): "(60xx,3000)",
+                (0x6000, 0x4000, 0xFF00, 0xFFFF): "(60xx,4000)"}
+
+
+def _load_profile() -> dict[str, str]:
+    """Table E.1-1 as kept by the pinned ``dicom-anonymizer`` (parsed there from the standard's own HTML).
+
+    Keys are pydicom keywords, or ``"(gggg,eeee)"`` for the few attributes newer
+    than pydicom's data dictionary and for the repeating groups (``"(60xx,3000)"``).
+    """
+    from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
+    from pydicom.datadict import keyword_for_tag
+
+    table = dicom_anonymization_database_selector(PROFILE_SOURCE[1])
+    out: dict[str, str] = {}
+    for category, code in _CATEGORY_CODES.items():
+        for row in table[category]:
+            if len(row) == 4:
+                if tuple(row) not in _MASKED_ROWS:  # pragma: no cover - a new kind of row in a new library version
+                    raise RuntimeError(f"unknown repeating-group row {row} in {PROFILE_SOURCE}")
+                key = _MASKED_ROWS[tuple(row)]
+            else:
+                tag = (row[0] << 16) | row[1]
+                key = keyword_for_tag(tag) or f"({row[0]:04X},{row[1]:04X})"
+            if out.get(key, code) != code:  # pragma: no cover - checked by the tests
+                raise RuntimeError(f"{key} has two action codes in {PROFILE_SOURCE}: {out[key]} and {code}")
+            out[key] = code
+    return out
+
+
+#: Attribute keyword (or ``"(gggg,eeee)"``) → action code of the Basic Profile, for **every** row of Table E.1-1
+#: of :data:`PROFILE_EDITION`, loaded at import time from the pinned ``dicom-anonymizer`` (its
+#: ``dicomfields_2026c`` module).  ``D`` replace with a dummy value of the same VR, ``Z`` replace with a
+#: zero-length (or dummy) value, ``X`` remove, ``U`` replace a UID by a consistent new UID; ``X/Z``, ``X/D``,
+#: ``Z/D``, ``X/Z/D`` leave the choice to the IOD's attribute type, and ``X/Z/U*`` (reference sequences) keeps
+#: the sequence and replaces the UIDs in its items.  Beyond the table, :func:`deidentify` removes all private
+#: tags, empties any other person name and any other free text, date or time that is not on
+#: :data:`KEEP_ALLOWED`, and remaps any other UID that is not a well-known UID of the standard.
+BASIC_PROFILE: dict[str, str] = _load_profile()
+
+#: The reviewed allow-list: attributes of a checked VR (person name, date/time, free text, UID, AE title)
+#: that :func:`deidentify` keeps and :func:`surviving_identifiers` accepts, each with the reason.  UIDs of the
+#: standard itself (SOP classes, transfer syntaxes, coding schemes: pydicom's ``UID_dictionary``) are accepted
+#: wherever they occur.
+KEEP_ALLOWED: dict[str, str] = {
+    "SOPClassUID": "the kind of object (a UID of the standard), the same for every file of that kind",
+    "MediaStorageSOPClassUID": "file meta copy of SOPClassUID",
+    "ReferencedSOPClassUID": "the kind of the referenced object (a UID of the standard)",
+    "TransferSyntaxUID": "the encoding of the file (a UID of the standard)",
+    "ImplementationClassUID": "the software that wrote the file (file meta), shared by every file it writes",
+    "ImplementationVersionName": "the version of that software (file meta)",
+    "Manufacturer": "device maker; Table E.1-1 keeps it (needed for harmonisation); serial numbers and station "
+                    "names, which identify one device, are removed",
+    "ManufacturerModelName": "device model, as for Manufacturer",
+    "SoftwareVersions": "device software version, as for Manufacturer",
+    "CodeValue": "a code of a controlled terminology (DCM, SNOMED, UCUM); the sequences whose codes could "
+                 "identify (institution, physician, patient) are removed by the profile",
+    "CodingSchemeDesignator": "the terminology of a code (DCM, SRT, UCUM)",
+    "CodingSchemeVersion": "the version of that terminology",
+    "CodeMeaning": "the terminology's fixed meaning of the code",
+    "RescaleType": "units of the rescaled pixel values (HU, US)",
+    "DeidentificationMethod": "written by deidentify: names the profile and options applied",
 }
+
+#: Value representations that :func:`surviving_identifiers` inspects: person names, dates and times, free
+#: text, UIDs, application entity titles, URIs and ages.  Coded strings (CS) and numbers (DS, IS, US...) are
+#: not inspected; Table E.1-1 handles those that identify (e.g. PatientSex, PatientWeight).
+CHECKED_VRS = frozenset({"PN", "DA", "DT", "TM", "LO", "SH", "ST", "LT", "UT", "UC", "UI", "AE", "UR", "AS"})
 
 #: Values written by action ``D``, per value representation (a fixed, meaningless dummy).
 DUMMY_VALUES: dict[str, Any] = {
@@ -130,27 +150,47 @@ DUMMY_VALUES: dict[str, Any] = {
 }
 
 PSEUDONYM_PATTERN = re.compile(r"^ANON-[0-9A-F]{16}$")
-_NOT_INSTANCE_UIDS = {"SOPClassUID", "ReferencedSOPClassUID", "MediaStorageSOPClassUID", "TransferSyntaxUID",
-                      "ImplementationClassUID", "CodingSchemeUID", "ContextGroupExtensionCreatorUID",
-                      "MappingResourceUID", "ReferencedTransferSyntaxUIDInFile", "ReferencedSOPClassUIDInFile"}
+
+def _key_of(tag) -> str:
+    """The :data:`BASIC_PROFILE` key of a tag: its keyword, ``"(gggg,eeee)"``, or a repeating-group key."""
+    from pydicom.datadict import keyword_for_tag
+    from pydicom.tag import Tag
+
+    tag = Tag(tag)
+    if 0x5000 <= tag.group <= 0x501E and tag.group % 2 == 0:
+        return "(50xx,xxxx)"
+    if 0x6000 <= tag.group <= 0x601E and tag.group % 2 == 0 and tag.element in (0x3000, 0x4000):
+        return f"(60xx,{tag.element:04X})"
+    return keyword_for_tag(tag) or _tag_text(tag)
 
 
-def _tag_of(keyword: str):
+def _tag_of_key(key: str) -> str:
     from pydicom.datadict import tag_for_keyword
 
-    tag = tag_for_keyword(keyword)
+    if key.startswith("("):
+        return key
+    tag = tag_for_keyword(key)
     if tag is None:
-        raise ValueError(f"{keyword!r} is not a DICOM keyword")
-    return tag
+        raise ValueError(f"{key!r} is not a DICOM keyword")
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def profile_code(tag) -> str | None:
+    """The action code of Table E.1-1 for ``tag`` (an int, a pydicom ``Tag`` or a keyword), or ``None``."""
+    from pydicom.datadict import tag_for_keyword
+
+    if isinstance(tag, str):
+        if tag in BASIC_PROFILE:
+            return BASIC_PROFILE[tag]
+        tag = tag_for_keyword(tag)
+        if tag is None:
+            return None
+    return BASIC_PROFILE.get(_key_of(tag))
 
 
 def profile_table() -> list[tuple[str, str, str, str]]:
     """Rows ``(tag, keyword, action code of the standard, action applied here)``, sorted by tag."""
-    rows = []
-    for keyword, code in BASIC_PROFILE.items():
-        tag = _tag_of(keyword)
-        rows.append((f"({tag >> 16:04X},{tag & 0xFFFF:04X})", keyword, code, applied_action(code)))
-    return sorted(rows)
+    return sorted((_tag_of_key(k), k, code, applied_action(code)) for k, code in BASIC_PROFILE.items())
 
 
 def applied_action(code: str) -> str:
@@ -174,12 +214,6 @@ def applied_action(code: str) -> str:
     return "Z"
 
 
-# every attribute of chapter 1's audit list has an action here (checked at import time)
-_missing = sorted(set(PS315_BASIC_PROFILE) - set(BASIC_PROFILE))
-if _missing:  # pragma: no cover - a programming error caught by the tests
-    raise RuntimeError(f"BASIC_PROFILE lacks attributes of imaging.PS315_BASIC_PROFILE: {_missing}")
-
-
 # ---------------------------------------------------------------------------
 # de-identification
 # ---------------------------------------------------------------------------
@@ -191,18 +225,24 @@ class AuditEntry:
     path: str  #: where, e.g. ``"ReferencedSeriesSequence[0].SeriesInstanceUID"``
     tag: str  #: ``"(gggg,eeee)"``
     keyword: str  #: DICOM keyword, or ``"(private)"``
-    code: str  #: the standard's action code, or the rule used (``"private"``, ``"PN"``, ``"UID"``, ``"overlay"``)
-    action: str  #: ``"X"`` removed, ``"Z"`` emptied, ``"D"`` dummy, ``"U"`` new UID, ``"added"``
+    code: str  #: the standard's action code, or the rule used (``"private"``, ``"PN"``, ``"UID"``, ``"text"``...)
+    action: str  #: ``"X"`` removed, ``"Z"`` emptied, ``"D"`` dummy, ``"U"`` new UID, ``"added"``, ``"withheld"``
     old: str  #: the old value (shortened)
     new: str  #: the new value (shortened; empty for X)
 
 
 class Deidentified(NamedTuple):
-    """Result of :func:`deidentify`: the new dataset, the audit log and warnings (e.g. burned-in text)."""
+    """Result of :func:`deidentify`.
+
+    ``dataset`` the new dataset, ``audit`` the changes, ``warnings`` (e.g. burned-in text), and
+    ``pixel_review``: ``True`` when the pixels may hold burned-in text (*Burned In Annotation* is not ``NO``
+    and the caller did not clean them), in which case *Patient Identity Removed* is **not** set to YES.
+    """
 
     dataset: Any
     audit: list[AuditEntry]
     warnings: list[str]
+    pixel_review: bool = False
 
 
 def _check_salt(salt: Any) -> str:
@@ -254,16 +294,23 @@ def _is_overlay_or_curve(tag) -> bool:
         (0x5000 <= group <= 0x501E and group % 2 == 0)
 
 
+def _uid_values(elem) -> list[str]:
+    values = elem.value if isinstance(elem.value, (list, tuple)) or elem.VM > 1 else [elem.value]
+    return [str(v).strip() for v in values if v is not None and str(v).strip()]
+
+
 def _is_instance_uid(elem) -> bool:
+    """A UID that is neither on :data:`KEEP_ALLOWED` nor a well-known UID of the standard."""
     from pydicom.uid import UID_dictionary
 
-    if elem.VR != "UI" or elem.keyword in _NOT_INSTANCE_UIDS or elem.tag.is_private:
+    if elem.VR != "UI" or elem.keyword in KEEP_ALLOWED or elem.tag.is_private:
         return False
-    values = elem.value if isinstance(elem.value, (list, tuple)) or elem.VM > 1 else [elem.value]
-    return any(v and str(v) not in UID_dictionary for v in values)
+    return any(v not in UID_dictionary for v in _uid_values(elem))
 
 
-_PROFILE_TAGS = {int(_tag_of(k)): k for k in BASIC_PROFILE}
+def _must_go(elem) -> bool:
+    """True for a non-empty value of a :data:`CHECKED_VRS` VR that is not allow-listed (the rule beyond the table)."""
+    return elem.VR in CHECKED_VRS and elem.VR != "UI" and elem.keyword not in KEEP_ALLOWED and bool(_texts(elem))
 
 
 def _dummy(elem, salt: str):
@@ -285,19 +332,17 @@ def _clean(ds, path: str, salt: str, uid_map: dict[str, str], audit: list[AuditE
             audit.append(AuditEntry(where, _tag_text(tag), "(private)", "private", "X", _short(elem.value), ""))
             del ds[tag]
             continue
-        if _is_overlay_or_curve(tag):
-            audit.append(AuditEntry(where, _tag_text(tag), keyword, "overlay", "X", _short(elem.value), ""))
-            del ds[tag]
-            continue
-        code = BASIC_PROFILE.get(_PROFILE_TAGS.get(int(tag), ""), None)
-        if code is None:  # not in the table: extra rules for person names and instance UIDs
+        code = profile_code(tag)
+        if code is None:  # not in the table: the course's rules for names, free text, dates and UIDs
             if elem.VR == "PN" and elem.value:
                 code = "PN"
             elif _is_instance_uid(elem):
                 code = "UID"
+            elif _must_go(elem):
+                code = f"{elem.VR} not allow-listed"
         if code is None:
             continue
-        action = {"PN": "Z", "UID": "U"}.get(code) or applied_action(code)
+        action = "U" if code == "UID" else "Z" if code not in _CODES else applied_action(code)
         old = _short(elem.value)
         if action == "X":
             del ds[tag]
@@ -324,30 +369,41 @@ def _clean(ds, path: str, salt: str, uid_map: dict[str, str], audit: list[AuditE
                 _clean(item, f"{path}{elem.keyword or _tag_text(elem.tag)}[{i}].", salt, uid_map, audit)
 
 
-def deidentify(ds, *, salt: str, uid_map: dict[str, str] | None = None) -> Deidentified:
+_CODES = set(_CATEGORY_CODES.values())
+_METHOD_KEYWORDS = ("PatientIdentityRemoved", "DeidentificationMethod", "DeidentificationMethodCodeSequence")
+
+
+def deidentify(ds, *, salt: str, uid_map: dict[str, str] | None = None, pixels_cleaned: bool = False) -> Deidentified:
     """De-identify a DICOM dataset with the Basic Application Level Confidentiality Profile.
 
-    Returns a **new** dataset (``ds`` is not modified), the audit log and
-    warnings.  Rules, in order: private tags are removed (X); overlay and curve
-    data (groups 60xx/50xx) are removed; each attribute of
-    :data:`BASIC_PROFILE` gets :func:`applied_action` of its code (X remove,
+    Returns a **new** dataset (``ds`` is not modified), the audit log, warnings
+    and the pixel-review flag.  Rules, in order: private tags are removed (X);
+    each attribute of :data:`BASIC_PROFILE` (all of Table E.1-1, including
+    overlay and curve data) gets :func:`applied_action` of its code (X remove,
     Z empty, D dummy — a keyed :func:`pseudonym` for *Patient ID*, so that the
-    images of one patient stay linked — U remap with :func:`remap_uid`); other
-    person names (VR PN) are emptied and other instance UIDs are remapped; the
-    same rules apply inside every sequence item.  The file meta's *Media Storage
-    SOP Instance UID* is set to the new *SOP Instance UID*.  Finally the
-    de-identification is recorded as the standard requires: *Patient Identity
-    Removed* (0012,0062) = ``YES``, *De-identification Method* (0012,0063) and
-    its code sequence (0012,0064) = DCM 113100 "Basic Application
-    Confidentiality Profile", and *Longitudinal Temporal Information Modified*
-    (0028,0303) = ``REMOVED``.
+    images of one patient stay linked — U remap with :func:`remap_uid`);
+    beyond the table, any other person name and any other non-empty free text,
+    date, time, AE title, URI or age (:data:`CHECKED_VRS`) not on
+    :data:`KEEP_ALLOWED` is emptied, and any other UID that is not a
+    well-known UID of the standard is remapped; the same rules apply inside
+    every sequence item.  In the file meta, *Media Storage SOP Instance UID*
+    becomes the new *SOP Instance UID* and every other checked, non-allow-listed
+    element (e.g. *Source Application Entity Title*) is removed.
 
-    Pixel data are not changed.  A warning is returned unless *Burned In
-    Annotation* (0028,0301) is ``NO``: text burned into the image (names,
-    dates, typical of ultrasound and secondary captures) survives header
-    de-identification and must be checked and masked separately.  Pass the
-    same ``salt`` (and, optionally, the same ``uid_map`` dict) for all files of
-    a collection: equal original UIDs then get equal new UIDs across files.
+    Pixel data are not changed.  *Patient Identity Removed* (0012,0062) =
+    ``YES``, *De-identification Method* (0012,0063) and its code sequence
+    (0012,0064) (DCM 113100 "Basic Application Confidentiality Profile", plus
+    DCM 113101 "Clean Pixel Data Option" when ``pixels_cleaned``) are written
+    **only** when *Burned In Annotation* (0028,0301) is ``NO`` or the caller
+    says the pixels were cleaned (``pixels_cleaned=True``, e.g. after
+    :func:`clean_pixels` and a human look; *Burned In Annotation* is then set to
+    ``NO``).  Otherwise the result has ``pixel_review=True``, a warning, and
+    no such attributes (copies from the original are removed): text burned into
+    the image (names, dates, typical of ultrasound and secondary captures)
+    survives header de-identification.  *Longitudinal Temporal Information
+    Modified* (0028,0303) = ``REMOVED`` is written in both cases.  Pass the same
+    ``salt`` (and, optionally, the same ``uid_map`` dict) for all files of a
+    collection: equal original UIDs then get equal new UIDs across files.
     """
     from pydicom import Dataset
     from pydicom.sequence import Sequence
@@ -358,31 +414,105 @@ def deidentify(ds, *, salt: str, uid_map: dict[str, str] | None = None) -> Deide
     uid_map = {} if uid_map is None else uid_map
     out = copy.deepcopy(ds)
     audit: list[AuditEntry] = []
+    for kw in _METHOD_KEYWORDS:  # a claim copied from the original is not ours to repeat
+        if kw in out:
+            audit.append(AuditEntry(kw, _tag_text(out[kw].tag), kw, "method", "X", _short(out[kw].value), ""))
+            del out[kw]
     _clean(out, "", salt, uid_map, audit)
     meta = getattr(out, "file_meta", None)
-    if meta is not None and "MediaStorageSOPInstanceUID" in meta:
-        old = meta.MediaStorageSOPInstanceUID
-        meta.MediaStorageSOPInstanceUID = remap_uid(old, salt, uid_map)
-        audit.append(AuditEntry("file_meta.MediaStorageSOPInstanceUID", "(0002,0003)", "MediaStorageSOPInstanceUID",
-                                "U", "U", _short(old), _short(meta.MediaStorageSOPInstanceUID)))
-    code = Dataset()
-    code.CodeValue, code.CodingSchemeDesignator = "113100", "DCM"
-    code.CodeMeaning = "Basic Application Confidentiality Profile"
-    out.PatientIdentityRemoved = "YES"
-    out.DeidentificationMethod = "PS3.15 E.1-1 Basic Profile (2024b); utils.privacy"
-    out.DeidentificationMethodCodeSequence = Sequence([code])
-    out.LongitudinalTemporalInformationModified = "REMOVED"
-    for kw, value in (("PatientIdentityRemoved", "YES"), ("DeidentificationMethod", out.DeidentificationMethod),
-                      ("DeidentificationMethodCodeSequence", "DCM 113100"),
-                      ("LongitudinalTemporalInformationModified", "REMOVED")):
-        audit.append(AuditEntry(kw, _tag_text(out[kw].tag), kw, "method", "added", "", _short(value)))
-    warnings = []
+    if meta is not None:
+        for elem in list(meta):
+            if elem.keyword == "MediaStorageSOPInstanceUID":
+                old = elem.value
+                meta.MediaStorageSOPInstanceUID = remap_uid(old, salt, uid_map)
+                audit.append(AuditEntry("file_meta.MediaStorageSOPInstanceUID", "(0002,0003)",
+                                        "MediaStorageSOPInstanceUID", "U", "U", _short(old),
+                                        _short(meta.MediaStorageSOPInstanceUID)))
+            elif _must_go(elem) or _is_instance_uid(elem) or (elem.VR == "PN" and _texts(elem)):
+                audit.append(AuditEntry(f"file_meta.{elem.keyword}", _tag_text(elem.tag), elem.keyword,
+                                        f"{elem.VR} not allow-listed", "X", _short(elem.value), ""))
+                del meta[elem.tag]
     burned = str(ds.get("BurnedInAnnotation", "") or "").upper()
-    if burned != "NO":
+    pixel_review = not (burned == "NO" or pixels_cleaned)
+    out.LongitudinalTemporalInformationModified = "REMOVED"
+    added = [("LongitudinalTemporalInformationModified", "REMOVED")]
+    warnings = []
+    if pixel_review:
         state = "says YES" if burned == "YES" else "is absent"
         warnings.append(f"Burned In Annotation (0028,0301) {state}: text in the pixels (names, dates, IDs) is not "
-                        f"removed by header de-identification; inspect the image and mask it if needed")
-    return Deidentified(out, audit, warnings)
+                        f"removed by header de-identification; flagged for pixel review, and Patient Identity "
+                        f"Removed is not set; clean the pixels (clean_pixels) and look, then pass pixels_cleaned=True")
+        audit.append(AuditEntry("PatientIdentityRemoved", "(0012,0062)", "PatientIdentityRemoved", "method",
+                                "withheld", "", "pixel review needed"))
+    else:
+        codes = [("113100", "Basic Application Confidentiality Profile")]
+        if pixels_cleaned:
+            codes.append(("113101", "Clean Pixel Data Option"))
+            if burned != "NO":
+                audit.append(AuditEntry("BurnedInAnnotation", "(0028,0301)", "BurnedInAnnotation", "pixels cleaned",
+                                        "D", _short(ds.get("BurnedInAnnotation", "")), "NO"))
+            out.BurnedInAnnotation = "NO"
+        items = []
+        for value, meaning in codes:
+            item = Dataset()
+            item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+            items.append(item)
+        out.PatientIdentityRemoved = "YES"
+        out.DeidentificationMethod = (f"PS3.15 E.1-1 Basic Profile ({_EDITION})"
+                                      + (" + Clean Pixel" if pixels_cleaned else "") + "; utils.privacy")
+        out.DeidentificationMethodCodeSequence = Sequence(items)
+        added += [("PatientIdentityRemoved", "YES"), ("DeidentificationMethod", out.DeidentificationMethod),
+                  ("DeidentificationMethodCodeSequence", " + ".join(f"DCM {v}" for v, _ in codes))]
+    for kw, value in added:
+        audit.append(AuditEntry(kw, _tag_text(out[kw].tag), kw, "method", "added", "", _short(value)))
+    return Deidentified(out, audit, warnings, pixel_review)
+
+
+#: Rectangles ``(row0, row1, col0, col1)`` (half-open, in pixels) where a device is known to burn text into the
+#: image, keyed by ``(Modality, Manufacturer, ManufacturerModelName)``.  A region is measured on a sample of the
+#: device and holds only for its display layout: every new device, software version or layout needs a human
+#: look before its files count as clean.
+BURNED_IN_REGIONS: dict[tuple[str, str, str], tuple[tuple[int, int, int, int], ...]] = {
+    # GE LOGIQ 700 ultrasound (pydicom-data's US1_UNCR.dcm): hospital name, patient ID fields, time and settings
+    # in the top band above the image (rows 0-107 of a 480 × 640 frame)
+    ("US", "G.E. Medical Systems", "LOGIQ 700"): ((0, 108, 0, 640),),
+}
+
+
+def clean_pixels(ds, regions: Sequence[tuple[int, int, int, int]] | None = None, *, value: int = 0):
+    """A copy of ``ds`` with the pixels of ``regions`` set to ``value`` in every frame and channel.
+
+    ``regions`` defaults to :data:`BURNED_IN_REGIONS` of the file's modality,
+    manufacturer and model (``KeyError`` if the device is not listed: then a
+    human must find the text).  Works for uncompressed and compressed pixel
+    data (the result is written uncompressed, Explicit VR Little Endian, and
+    colour data interleaved).  Blanking a known region is not a proof that no
+    text remains elsewhere in the image: a human still has to look.
+    """
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    if regions is None:
+        key = (str(ds.get("Modality", "")), str(ds.get("Manufacturer", "")), str(ds.get("ManufacturerModelName", "")))
+        if key not in BURNED_IN_REGIONS:
+            raise KeyError(f"no known burned-in text regions for {key}; inspect the image and pass regions=")
+        regions = BURNED_IN_REGIONS[key]
+    out = copy.deepcopy(ds)
+    arr = np.array(ds.pixel_array)  # frames first if several; colour last
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    view = arr if frames > 1 else arr[None]
+    for r0, r1, c0, c1 in regions:
+        if not (0 <= r0 < r1 <= ds.Rows and 0 <= c0 < c1 <= ds.Columns):
+            raise ValueError(f"region {(r0, r1, c0, c1)} is outside the {ds.Rows} × {ds.Columns} image")
+        view[:, r0:r1, c0:c1] = value
+    out.PixelData = arr.tobytes()
+    if "PlanarConfiguration" in out:
+        out.PlanarConfiguration = 0
+    if getattr(out, "file_meta", None) is not None and out.file_meta.get("TransferSyntaxUID") and \
+            out.file_meta.TransferSyntaxUID.is_compressed:
+        out.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        if str(out.get("PhotometricInterpretation", "")).startswith("YBR"):
+            out.PhotometricInterpretation = "RGB"
+    return out
 
 
 def _walk(ds, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -409,68 +539,77 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _identifying_values(original) -> set[str]:
-    """Text values of the original that identify: profile attributes, private tags, person names, instance UIDs."""
-    values: set[str] = set()
-    elements = list(_walk(original))
-    meta = getattr(original, "file_meta", None)
-    if meta is not None:
-        elements += list(_walk(meta, "file_meta."))
-    for _, elem in elements:
-        code = BASIC_PROFILE.get(_PROFILE_TAGS.get(int(elem.tag), ""), None)
-        if code is None and not (elem.tag.is_private or elem.VR == "PN" or _is_instance_uid(elem)):
-            continue
-        for text in _texts(elem):
-            # short codes ("M", "YES") and plain numbers ("5.000000" in a private tag) are not identifying on
-            # their own and would match unrelated attributes; dates, IDs, names and UIDs are
-            if elem.VR == "UI" or (len(text) >= 4 and not _is_number(text)) or \
-                    (code is not None and elem.VR in ("DA", "TM", "DT", "LO", "SH") and len(text) >= 6):
-                values.add(text)
-    return values - set(DUMMY_VALUES.values())
-
-
-def surviving_identifiers(ds, original=None) -> list[PHIAttribute]:
-    """What identifying content is still in ``ds``; an empty list means none was found.
-
-    Structural checks (no original needed): private tags; overlay/curve data;
-    profile attributes with code X still present; other profile attributes
-    with a value that is neither empty, nor a dummy of :data:`DUMMY_VALUES`,
-    nor a pseudonym, nor a UID of the ``2.25`` form; person names that are not
-    empty or dummies.  With ``original`` (the dataset before
-    de-identification), also every element anywhere in ``ds`` or its file meta
-    whose text equals an identifying value of the original (reason
-    ``"original value"``).  Pixel data cannot be checked this way: burned-in
-    text needs OCR or a human look.
-    """
-    found: list[PHIAttribute] = []
+def _elements(ds) -> list[tuple[str, Any]]:
     elements = list(_walk(ds))
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
         elements += list(_walk(meta, "file_meta."))
+    return elements
+
+
+def _identifying_values(original) -> set[str]:
+    """Text values of the original of a checked VR (not allow-listed) or of a private tag; UIDs not of the standard."""
+    from pydicom.uid import UID_dictionary
+
+    values: set[str] = set()
+    for _, elem in _elements(original):
+        if elem.keyword in KEEP_ALLOWED or elem.keyword == "PixelData":
+            continue
+        if not (elem.tag.is_private or elem.VR in CHECKED_VRS):
+            continue
+        for text in _texts(elem):
+            # short codes ("M", "YES") and plain numbers ("5.000000" in a private tag) are not identifying on
+            # their own and would match unrelated attributes; dates, IDs, names and UIDs are
+            if elem.VR == "UI":
+                if text not in UID_dictionary:
+                    values.add(text)
+            elif (len(text) >= 4 and not _is_number(text)) or \
+                    (elem.VR in ("DA", "TM", "DT", "LO", "SH", "PN") and len(text) >= 6):
+                values.add(text)
+    # a value the original also carries in a coded or allow-listed attribute (ImageType "RCBF" and LUTLabel
+    # "RCBF") is not an identifier on its own
+    ordinary = {t for _, e in _elements(original) if not e.tag.is_private and
+                (e.keyword in KEEP_ALLOWED or e.VR not in CHECKED_VRS) for t in _texts(e)}
+    return values - set(DUMMY_VALUES.values()) - ordinary
+
+
+def surviving_identifiers(ds, original=None) -> list[PHIAttribute]:
+    """What possibly identifying content is still in ``ds``; an empty list means none was found.
+
+    Independent of :data:`BASIC_PROFILE`: it flags, anywhere in ``ds``, its
+    sequences and its file meta, every private tag, every overlay/curve
+    element, and every non-empty value of a :data:`CHECKED_VRS` VR (person
+    name, date, time, free text, AE title, URI, age) that is neither on
+    :data:`KEEP_ALLOWED`, nor a dummy of :data:`DUMMY_VALUES`, nor a keyed
+    pseudonym; and every UID that is neither allow-listed, nor a well-known UID
+    of the standard, nor of the ``2.25.`` form of :func:`remap_uid`.  With
+    ``original`` (the dataset before de-identification), also every element
+    whose text equals an identifying value of the original (reason
+    ``"original value"``: this catches an original UID that was itself of the
+    ``2.25.`` form).  Not checked: coded strings (CS) and numbers (DS, IS, ...),
+    and pixel data (burned-in text needs OCR or a human look).
+    """
+    from pydicom.uid import UID_dictionary
+
+    found: list[PHIAttribute] = []
+    elements = _elements(ds)
+    dummies = set(DUMMY_VALUES.values())
     for path, elem in elements:
         tag = elem.tag
         if elem.keyword == "PixelData":
             continue
-        texts = _texts(elem)
-        code = BASIC_PROFILE.get(_PROFILE_TAGS.get(int(tag), ""), None)
         reason = None
         if tag.is_private:
             reason = "private tag"
         elif _is_overlay_or_curve(tag):
             reason = "overlay/curve data"
-        elif code is not None:
-            action = applied_action(code)
-            if action == "X":
-                reason = f"profile {code}: should be removed"
-            elif action == "U" and any(not t.startswith("2.25.") for t in texts):
-                reason = f"profile {code}: UID not replaced"
-            elif action in ("Z", "D") and elem.VR != "SQ" and any(
-                    t not in DUMMY_VALUES.values() and not PSEUDONYM_PATTERN.match(t) for t in texts):
-                reason = f"profile {code}: value not emptied or replaced"
-            elif action in ("Z",) and elem.VR == "SQ" and elem.value:
-                reason = f"profile {code}: sequence not emptied"
-        elif elem.VR == "PN" and any(t not in DUMMY_VALUES.values() for t in texts):
-            reason = "person name (PN)"
+        elif elem.VR in CHECKED_VRS and elem.keyword not in KEEP_ALLOWED:
+            texts = _texts(elem)
+            if elem.VR == "UI":
+                if any(t not in UID_dictionary and not t.startswith("2.25.") for t in texts):
+                    reason = "UID not remapped"
+            elif any(t not in dummies and not PSEUDONYM_PATTERN.match(t) for t in texts):
+                reason = f"{elem.VR} value"
         if reason is not None:
             found.append(PHIAttribute(elem.keyword or "(private)", _tag_text(tag), _short(elem.value),
                                       f"{reason} at {path}"))
@@ -484,6 +623,63 @@ def surviving_identifiers(ds, original=None) -> list[PHIAttribute]:
                 found.append(PHIAttribute(elem.keyword or "(private)", _tag_text(elem.tag), _short(hits[0]),
                                           f"original value at {path}"))
     return found
+
+
+def _action_of(before, after) -> str:
+    """``"kept"``, ``"removed"``, ``"emptied"`` or ``"replaced"``: what happened to one element."""
+    if after is None:
+        return "removed"
+    if after.VR == "SQ":
+        if len(after.value or []) == 0 and len(before.value or []) > 0:
+            return "emptied"
+        return "kept"
+    if not _texts(before):
+        return "was empty" if not _texts(after) else "replaced"
+    if before.value == after.value:
+        return "kept"
+    return "emptied" if not _texts(after) and after.value in (None, "", b"") else "replaced"
+
+
+def compare_with_library(datasets: dict[str, Any], *, salt: str) -> list[tuple[str, str, str, str, int, str]]:
+    """Run :func:`deidentify` and the pinned ``dicom-anonymizer`` (same edition) on each dataset; compare.
+
+    For every top-level attribute and file-meta element of the originals (and any
+    attribute either tool added), the action each tool took (``kept``,
+    ``removed``, ``emptied``, ``replaced``, ``added``) is compared; rows
+    ``(tag, keyword, course, library, number of files, files)`` list the
+    combinations where the two differ, aggregated over files.  Replacements
+    by different values (both replaced a UID, by different new UIDs) count as
+    agreement.
+    """
+    from dicomanonymizer.simpledicomanonymizer import anonymize_dataset, initialize_actions
+
+    diffs: dict[tuple[str, str, str, str], list[str]] = {}
+    for name, ds in datasets.items():
+        ours = deidentify(ds, salt=salt).dataset
+        theirs = copy.deepcopy(ds)
+        anonymize_dataset(theirs, delete_private_tags=True,
+                          base_rules_gen=lambda: initialize_actions(PROFILE_SOURCE[1]))
+        levels = [(ds, ours, theirs, "")]
+        if getattr(ds, "file_meta", None) is not None:
+            levels.append((ds.file_meta, ours.file_meta, getattr(theirs, "file_meta", ds.file_meta), "file_meta."))
+        for before_ds, ours_ds, theirs_ds, prefix in levels:
+            tags = sorted(set(before_ds.keys()) | set(ours_ds.keys()) | set(theirs_ds.keys()))
+            for tag in tags:
+                before = before_ds.get(tag)
+                actions = []
+                for result in (ours_ds, theirs_ds):
+                    after = result.get(tag)
+                    if before is None:
+                        actions.append("added" if after is not None else "absent")
+                    else:
+                        actions.append(_action_of(before, after))
+                if actions[0] != actions[1]:
+                    elem = before if before is not None else (ours_ds.get(tag) or theirs_ds.get(tag))
+                    keyword = "(private)" if elem.tag.is_private else (elem.keyword or _tag_text(elem.tag))
+                    key = (_tag_text(elem.tag), prefix + keyword, actions[0], actions[1])
+                    diffs.setdefault(key, []).append(name)
+    rows = [(tag, kw, a, b, len(files), ", ".join(files)) for (tag, kw, a, b), files in diffs.items()]
+    return sorted(rows, key=lambda r: (r[1].startswith("(private)"), r[0]))
 
 
 # ---------------------------------------------------------------------------
