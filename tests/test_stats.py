@@ -115,6 +115,11 @@ def test_targets_without_a_number_are_not_judged(text):
     ([30, 15, 40], "20 to 45", NOT_SHOWN),
     (-1000, "-1000", MET),
     (-999, "-1000", NOT_MET),
+    (-999.7, "-1000", MET),  # a measured mean that rounds to the target as written
+    (0.04, "0", MET),
+    (0.6, "0", NOT_MET),
+    (2.04, "2.0", MET),
+    (2.06, "2.0", NOT_MET),
     ("text", ">= 0.5", NOT_JUDGED),
     (True, ">= 0.5", NOT_JUDGED),
 ])

@@ -168,6 +168,7 @@ class Target:
     reference: float
     upper: float | None = None  # for "range"
     text: str = ""
+    decimals: int = 0  # for "==": a target written "-1000" is met by a value that rounds to it
 
 
 def _num(text: str) -> float:
@@ -192,7 +193,9 @@ def parse_target(text: str) -> Target | None:
         return Target("range", a, b, text=text)
     m = re.match(rf"^({_NUMBER})(?:\s*\(.*\))?$", s, re.I)
     if m:
-        return Target("==", _num(m.group(1)), text=text)
+        number = m.group(1)
+        decimals = len(number.split(".", 1)[1]) if "." in number and "e" not in number.lower() else 0
+        return Target("==", _num(number), text=text, decimals=decimals)
     return None
 
 
@@ -233,8 +236,8 @@ def judge(value, target: Target | str | None) -> tuple[str, str]:
         return NOT_SHOWN, "the interval straddles an end of the range"
     if target.op == "==":
         if ci is None:
-            ok = math.isclose(float(value), target.reference, rel_tol=1e-9, abs_tol=1e-12)
-            return (MET if ok else NOT_MET), "point value compared for equality"
+            ok = round(float(value), target.decimals) == round(target.reference, target.decimals)
+            return (MET if ok else NOT_MET), f"point value, rounded as the target is written ({target.decimals} decimals)"
         v = verdict(*ci, reference=target.reference)
         return (MET if v == NO_DIFFERENCE else NOT_MET), f"interval {v} the reference"
     if ci is None:
