@@ -91,6 +91,16 @@ def test_an_unanswered_function_exercise_reports_not_attempted(capsys, monkeypat
     assert "Exercise 1.1: not attempted" in capsys.readouterr().out
 
 
+def test_a_cell_that_checks_several_parts_reports_each(capsys, monkeypatch):
+    monkeypatch.delenv(exercises.STRICT_ENV, raising=False)
+    cell = TOP_LEVEL_CELL + '\nexercises.check_true("3.2b", len(dice_b) == 2, hint="h")'
+    out = student.strip_solution_source(cell)
+    assert "with exercises.attempt('3.2', '3.2b'):" in out
+    exec(compile(out, "student", "exec"), {"exercises": exercises})
+    printed = capsys.readouterr().out
+    assert "Exercise 3.2: not attempted" in printed and "Exercise 3.2b: not attempted" in printed
+
+
 def test_strict_mode_still_fails_an_unanswered_exercise(monkeypatch):
     monkeypatch.setenv(exercises.STRICT_ENV, "1")
     out = student.strip_solution_source(TOP_LEVEL_CELL)

@@ -78,20 +78,25 @@ NOT_ATTEMPTED = _Placeholder()
 class attempt:
     """``with exercises.attempt("3.2"):`` around the check part of a student's exercise cell.
 
+    A cell that checks several parts names them all (``attempt("6.1a", "6.1b")``): each is reported.
+
     If the student has not replaced a placeholder yet (:class:`NotAttempted` is raised inside
     the block), the exercise is reported as not attempted and the notebook goes on; any other
     exception propagates as usual.
     """
 
-    def __init__(self, exercise: str):
-        self.exercise = exercise
+    def __init__(self, *exercises: str):
+        if not exercises:
+            raise ValueError("attempt() needs the label of at least one exercise, e.g. attempt('3.2')")
+        self.exercises = exercises
 
     def __enter__(self) -> "attempt":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None and issubclass(exc_type, NotAttempted):
-            _report(self.exercise, False, "", attempted=False)
+            for exercise in self.exercises:  # a cell may check several parts ("6.1a", "6.1b")
+                _report(exercise, False, "", attempted=False)
             return True
         return False
 

@@ -139,9 +139,9 @@ def strip_solution_source(source: str, where: str = "cell") -> str:
             out = [line for i, line in enumerate(out) if i not in drop]
             rest = "\n".join(out[last_top_level:])
         if rest.strip():
-            ids = _CHECK_ID.findall(rest)
-            label = ids[0] if ids else "?"
-            out = out[:last_top_level] + [f"with exercises.attempt({label!r}):  # reports 'not attempted' until "
+            ids = list(dict.fromkeys(_CHECK_ID.findall(rest))) or ["?"]
+            label = ", ".join(repr(i) for i in ids)
+            out = out[:last_top_level] + [f"with exercises.attempt({label}):  # reports 'not attempted' until "
                                           f"you replace the placeholders above"] + \
                 [textwrap.indent(rest, "    ", lambda ln: True)]
     return "\n".join(out)
