@@ -158,18 +158,21 @@ def _normal(number: str) -> str:
     return number.replace(",", "").replace(" ", "")
 
 
+_CITE_MARK = "CITEMARK"
+
+
 def _with_citations_kept(markdown: str) -> str:
-    """``prose_only`` removes roles; keep a ``{cite`` marker so that cited sentences are recognised."""
-    return re.sub(r"\{cite(?::\w+)?\}`[^`]*`", "{cite}", markdown)
+    """``prose_only`` removes roles; put a plain marker where each citation was, so cited sentences are recognised."""
+    return re.sub(r"\{cite(?::\w+)?\}`[^`]*`", _CITE_MARK, markdown)
 
 
 def hand_typed_numbers(markdown: str, allowed: dict[str, str] | None = None, where: str = "") -> list[Finding]:
     """Measured-looking numbers that are neither in a cited sentence nor on the allow-list."""
     allowed_set = {_normal(k) for k in {**GLOBAL_ALLOWED, **(allowed or {})}}
     findings = []
-    cleaned = prose_only(_with_citations_kept(markdown).replace("{cite}", "CITEMARK"))
+    cleaned = prose_only(_with_citations_kept(markdown))
     for sentence in sentences(cleaned):
-        if "CITEMARK" in sentence:
+        if _CITE_MARK in sentence:
             continue
         for number in measured_numbers(sentence):
             if _normal(number) not in allowed_set:

@@ -35,20 +35,21 @@ import datetime as dt
 import hashlib
 import importlib.metadata
 import json
-import shutil
-import tomllib
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import psutil
 
 from . import stats
+from .data import DATA_DIR_ENV
 from .exercises import STRICT_ENV
 from .report import RECORD_ENV
 
@@ -228,14 +229,20 @@ def _commit() -> str:
     return commit + ("+local changes" if dirty else "")
 
 
-def environment() -> dict:
-    """Versions and machine facts of the runner's environment."""
+def package_versions() -> dict[str, str]:
+    """Installed versions of the key packages (:data:`PACKAGES`); those not installed are left out."""
     versions = {}
     for pkg in PACKAGES:
         try:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             pass
+    return versions
+
+
+def environment() -> dict:
+    """Versions and machine facts of the runner's environment."""
+    versions = package_versions()
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -382,17 +389,10 @@ def fingerprint(nb: Path, profile: str, root: Path = REPO_ROOT) -> str:
         used = {name: entry for name, entry in reg.items()
                 if isinstance(entry, dict) and nb.stem in entry.get("used_by", [])}
         add("registry", json.dumps(used, sort_keys=True, default=str).encode())
-    for name in ("requirements.txt",):
-        if (root / name).is_file():
-            add(name, (root / name).read_bytes())
-    versions = {}
-    for pkg in PACKAGES:
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    settings = {"profile": profile, "backend": _backend(), "packages": versions,
-                "data_dir": os.environ.get("MEDIMG_DATA_DIR", ""), "python": platform.python_version()}
+    if (root / "requirements.txt").is_file():
+        add("requirements.txt", (root / "requirements.txt").read_bytes())
+    settings = {"profile": profile, "backend": _backend(), "packages": package_versions(),
+                "data_dir": os.environ.get(DATA_DIR_ENV, ""), "python": platform.python_version()}
     add("settings", json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()
 

@@ -86,7 +86,7 @@ def _defined_names(code: str) -> list[str]:
             for item in stmt.items:
                 if item.optional_vars is not None:
                     add(item.optional_vars)
-    return [n for n in names if not n.startswith("_")] or [n for n in names]
+    return [n for n in names if not n.startswith("_")] or names
 
 
 def strip_solution_source(source: str, where: str = "cell") -> str:
