@@ -18,6 +18,7 @@ Modules
 - :mod:`utils.tables`    Markdown tables for notebook output (shared by the chapters)
 - :mod:`utils.report`    metrics and timings a notebook reports to the run report
 - :mod:`utils.exercises` automatic exercise checks (pass/fail, never the answer)
+- :mod:`utils.checks`    each chapter's exercise checks (``checks.ch1`` … ``ch6``), each unit-tested
 - :mod:`utils.run`       papermill runner that executes every chapter (``python -m utils.run``)
 - :mod:`utils.book`      assembles and builds the Jupyter Book (``python -m utils.book``)
 - :mod:`utils.student`   student edition without solutions (``python -m utils.student``)

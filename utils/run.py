@@ -381,8 +381,8 @@ def fingerprint(nb: Path, profile: str, root: Path = REPO_ROOT) -> str:
         h.update(label.encode() + b"\0" + hashlib.sha256(data).digest())
 
     add("notebook", nb.read_bytes())
-    for src in sorted((root / "utils").glob("*.py")):
-        add(f"utils/{src.name}", src.read_bytes())
+    for src in sorted((root / "utils").rglob("*.py")):
+        add(src.relative_to(root).as_posix(), src.read_bytes())
     registry_path = root / "data" / "registry.toml"
     if registry_path.is_file():
         reg = tomllib.loads(registry_path.read_text(encoding="utf-8"))
