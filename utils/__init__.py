@@ -13,6 +13,7 @@ Modules
 - :mod:`utils.quality`   chapter 6 label noise, imbalance methods, dataset audits
 - :mod:`utils.scale`     chapter 6 sharded tf.data streaming, memory and throughput, distribution
 - :mod:`utils.privacy`   chapter 6 DICOM de-identification (PS3.15), FedAvg, DP-SGD with its ε
+- :mod:`utils.membership` membership-inference audits (loss-threshold attack, AUC bound under DP)
 - :mod:`utils.imaging`   DICOM / NIfTI / NRRD helpers: Hounsfield units, windowing, header audit
 - :mod:`utils.phantoms`  deterministic synthetic images with exact labels, masks and boxes
 - :mod:`utils.tables`    Markdown tables for notebook output (shared by the chapters)
