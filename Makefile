@@ -10,7 +10,7 @@ PROFILE ?= full
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: env data run book test test-jax unit student lab clean
+.PHONY: env data run book test test-jax unit student grade lab clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "the course pins Python 3.11; run make PYTHON=python3.11"'
@@ -54,9 +54,14 @@ unit: env
 student: env
 	$(PY) -m utils.student
 
+# Grade a class: every returned notebook under SUBMISSIONS (one folder per student), results in grades/.
+SUBMISSIONS ?= submitted
+grade: env
+	$(PY) -m utils.grade $(SUBMISSIONS)
+
 # JupyterLab on the chapters, with the course's environment as the kernel (the notebooks import utils).
 lab: env
 	$(PY) -m jupyter lab --ServerApp.root_dir=notebooks
 
 clean:
-	rm -rf build student
+	rm -rf build student grades

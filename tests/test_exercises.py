@@ -185,3 +185,16 @@ def test_a_check_result_is_a_boolean_that_the_notebook_does_not_echo(capsys):
     result = ex.check_value("8.1", 1.0, 1.0)
     assert result == True and bool(result) is True and repr(result) == "True"  # noqa: E712
     assert hasattr(result, "_ipython_display_") and result._ipython_display_() is None
+
+
+@pytest.mark.parametrize("source, labels", [
+    ('exercises.check_value("2.1", x, 1)', ["2.1"]),
+    ("checks.ch6.ex_6_1a(model)\nchecks.ch6.ex_6_1b(x); exercises.check_true('6.2', ok, hint='h')",
+     ["6.1a", "6.1b", "6.2"]),
+    ("with exercises.attempt('3.2', '3.3'):\n    checks.ch3.ex_3_2(d)", ["3.2", "3.3"]),
+    ("checks.ch6.ex_6_p1(uids)", ["6.p1"]),
+    ("check_function(\n    \"4.1\", f, cases)", ["4.1"]),
+    ("index_1 = 2\nmy_ex_1_1 = 3\nprint('1.5 mm')", []),  # no call of a check: no label
+])
+def test_labels_in_finds_the_exercises_a_cell_checks(source, labels):
+    assert exercises.labels_in(source) == labels

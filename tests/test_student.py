@@ -212,3 +212,12 @@ def test_notebooks_lists_numbered_chapters(tmp_path):
     for name in ("02_b.ipynb", "01_a.ipynb", "scratch.ipynb", "1_x.ipynb"):
         (tmp_path / "notebooks" / name).write_text("{}")
     assert [p.name for p in student.notebooks(tmp_path)] == ["01_a.ipynb", "02_b.ipynb"]
+
+
+def test_a_cell_that_only_checks_is_read_only_in_the_student_edition():
+    from nbformat.v4 import new_code_cell, new_notebook
+    nb = new_notebook(cells=[new_code_cell(f"{BEGIN}\nanswer = 1\n{END}"),
+                             new_code_cell('checks.ch9.ex_9_1(answer)'), new_code_cell("x = 1")])
+    out = student.student_notebook(nb)
+    assert out.cells[1].metadata["editable"] is False and out.cells[1].metadata["deletable"] is False
+    assert "editable" not in out.cells[0].metadata and "editable" not in out.cells[2].metadata

@@ -23,6 +23,7 @@ Modules
 - :mod:`utils.run`       papermill runner that executes every chapter (``python -m utils.run``)
 - :mod:`utils.book`      assembles and builds the Jupyter Book (``python -m utils.book``)
 - :mod:`utils.student`   student edition without solutions (``python -m utils.student``)
+- :mod:`utils.grade`     grades a class's returned notebooks (``python -m utils.grade``)
 
 Submodules are imported lazily so that ``import utils`` stays cheap.
 """

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -34,6 +35,27 @@ import numpy as np
 STRICT_ENV = "MEDIMG_STRICT_EXERCISES"
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
+
+
+# The exercises a cell checks: a label passed to a helper of this module (``check_value("2.1", ...)``,
+# ``attempt("6.1a", "6.1b")``) or the name of a chapter's check (``checks.ch6.ex_6_1a(...)`` is 6.1a).
+_LABEL_ARG = re.compile(r"\bcheck_\w+\(\s*[\"']([0-9]+\.[0-9A-Za-z.]+)[\"']")
+_ATTEMPT = re.compile(r"\battempt\(([^)]*)\)")
+_QUOTED_LABEL = re.compile(r"[\"']([0-9]+\.[0-9A-Za-z.]+)[\"']")
+_CHECK_NAME = re.compile(r"\bex_([0-9]+)_([0-9A-Za-z]+)\s*\(")
+
+
+def labels_in(source: str) -> list[str]:
+    """The exercise labels a code cell checks, in order of appearance, each once.
+
+    >>> labels_in('checks.ch6.ex_6_1a(x)\\nexercises.check_value("6.2", y, 1)')
+    ['6.1a', '6.2']
+    """
+    found = [(m.start(), m.group(1)) for m in _LABEL_ARG.finditer(source)]
+    found += [(m.start(), f"{m.group(1)}.{m.group(2)}") for m in _CHECK_NAME.finditer(source)]
+    found += [(m.start() + k.start(), k.group(1)) for m in _ATTEMPT.finditer(source)
+              for k in _QUOTED_LABEL.finditer(m.group(1))]
+    return list(dict.fromkeys(label for _, label in sorted(found)))
 
 
 class ExerciseFailed(AssertionError):

@@ -15,6 +15,9 @@
 * markdown or code cells tagged ``solution`` are dropped;
 * the ``hide-input`` tag that hides solutions in the book is removed, since
   the cell now holds the student's own work;
+* a cell that only checks an exercise is marked read-only (``editable`` and ``deletable`` false, which
+  JupyterLab and Notebook honour); the class grader (:mod:`utils.grade`) compares every check with the
+  teacher's copy anyway;
 * outputs and execution counts are cleared.
 """
 
@@ -30,12 +33,12 @@ from pathlib import Path
 
 import nbformat
 
+from . import exercises
 from .exercises import BEGIN, END
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER = 'raise exercises.NotAttempted("Exercise: write your code here")'
 TOP_LEVEL_PLACEHOLDER = "exercises.NOT_ATTEMPTED"
-_CHECK_ID = re.compile(r"exercises\.check_\w+\(\s*[\"']([^\"']+)[\"']")
 
 
 class SolutionMarkerError(ValueError):
@@ -139,7 +142,7 @@ def strip_solution_source(source: str, where: str = "cell") -> str:
             out = [line for i, line in enumerate(out) if i not in drop]
             rest = "\n".join(out[last_top_level:])
         if rest.strip():
-            ids = list(dict.fromkeys(_CHECK_ID.findall(rest))) or ["?"]
+            ids = exercises.labels_in(rest) or ["?"]
             label = ", ".join(repr(i) for i in ids)
             out = out[:last_top_level] + [f"with exercises.attempt({label}):  # reports 'not attempted' until "
                                           f"you replace the placeholders above"] + \
@@ -180,6 +183,9 @@ def student_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbfor
             if _MARKER_LIKE.search(cell.source):
                 cell.source = strip_solution_source(cell.source, f"{name} cell {i}")
                 tags = [t for t in tags if t not in {"hide-input", "hide-cell"}]
+            elif exercises.labels_in(cell.source):  # a cell that only checks: JupyterLab keeps it read-only
+                cell.metadata["editable"] = False
+                cell.metadata["deletable"] = False
             cell.outputs = []
             cell.execution_count = None
         if tags:
