@@ -91,6 +91,33 @@ def test_mirrored_strategy_matches_single_device(monkeypatch):
         scale.mirrored_vs_single(n_devices=1)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not ORIGINAL_DATA_DIR, reason="needs the data mirror (MEDIMG_DATA_DIR)")
+def test_two_worker_processes_match_one(monkeypatch):
+    monkeypatch.setenv("MEDIMG_DATA_DIR", ORIGINAL_DATA_DIR)
+    out = scale.multiworker_vs_single(n_workers=2, n_images=128, global_batch=32, epochs=2, width=4)
+    assert [w["replicas"] for w in out["workers"]] == [2, 2]
+    assert len(out["single"]["loss"]) == 2 and out["single"]["loss"][1] < out["single"]["loss"][0]
+    assert out["max_abs_loss_diff"] < 1e-5 and out["max_abs_weight_diff"] < 1e-4
+    assert out["workers_agree"] == 0.0  # all-reduce leaves every worker with the same weights
+    with pytest.raises(ValueError, match="multiple of global_batch"):
+        scale.multiworker_vs_single(n_images=100, global_batch=32)
+    with pytest.raises(ValueError, match="n_workers"):
+        scale.multiworker_vs_single(n_workers=1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ORIGINAL_DATA_DIR, reason="needs the data mirror (MEDIMG_DATA_DIR)")
+def test_jax_data_parallel_matches_one_device(monkeypatch):
+    pytest.importorskip("jax")
+    monkeypatch.setenv("MEDIMG_DATA_DIR", ORIGINAL_DATA_DIR)
+    out = scale.jax_data_parallel_vs_single(n_devices=2, n_images=128, global_batch=32, epochs=2, width=4)
+    assert len(out["devices"]) == 2
+    assert out["max_abs_loss_diff"] < 1e-5 and out["max_abs_weight_diff"] < 1e-4
+    with pytest.raises(ValueError, match="n_devices"):
+        scale.jax_data_parallel_vs_single(n_devices=1)
+
+
 def test_augmentation_shifts_each_image_by_at_most_two_pixels_in_both_modes(tmp_path):
     x = np.zeros((40, 28, 28), np.uint8)
     x[:, 13, 13] = 255  # one bright pixel per image

@@ -5,9 +5,7 @@ APIs, so :func:`write_shards`, :func:`make_dataset`, :func:`read_all`,
 :func:`measure_streaming_memory` and :func:`mirrored_vs_single` need
 TensorFlow installed (they work whatever Keras backend is active, because the
 pipeline only yields NumPy-convertible batches; the data-parallel comparison
-runs in a subprocess on the TensorFlow backend).  The JAX equivalent of
-:func:`mirrored_vs_single` is ``keras.distribution.DataParallel`` (explained in
-the notebook, not executed here).
+runs in a subprocess on the TensorFlow backend).
 
 * :func:`write_shards` writes real images (optionally replicated with
   augmentation to grow the dataset) into ``n_shards`` TFRecord files of
@@ -25,6 +23,12 @@ the notebook, not executed here).
   device and under ``tf.distribute.MirroredStrategy`` over two logical CPU
   devices (in a subprocess, because logical devices must be configured before
   TensorFlow initialises) and returns both sets of weights and losses.
+* :func:`multiworker_vs_single` trains it in two worker *processes* under
+  ``tf.distribute.MultiWorkerMirroredStrategy`` (``TF_CONFIG`` with 127.0.0.1
+  ports, gradients all-reduced over gRPC as between machines) and in one process;
+  :func:`jax_data_parallel_vs_single` does the same with
+  ``keras.distribution.DataParallel`` on JAX over virtual CPU devices
+  (``XLA_FLAGS=--xla_force_host_platform_device_count``).
 """
 
 from __future__ import annotations
@@ -472,13 +476,241 @@ def mirrored_vs_single(*, steps: int = 5, global_batch: int = 64, seed: int = 0,
     return _run_module("mirrored", args, timeout)
 
 
+# ---------------------------------------------------------------------------
+# several processes: MultiWorkerMirroredStrategy (TensorFlow) and DataParallel (JAX)
+# ---------------------------------------------------------------------------
+
+def _small_training_set(n_images: int):
+    """The first ``n_images`` PneumoniaMNIST training images as floats, labels one-hot (float32)."""
+    import keras
+
+    from . import classify, data
+
+    ds = data.load_medmnist("pneumoniamnist")
+    x = classify.as_float_images(ds.x["train"][:n_images])
+    y = keras.utils.to_categorical(ds.y["train"][:n_images], 2).astype("float32")
+    return x, y
+
+
+def _small_cnn(input_shape, seed: int, width: int):
+    """The chapter-2 CNN without dropout or augmentation, BN over the global batch, SGD with momentum."""
+    import keras
+
+    from . import classify
+
+    keras.utils.set_random_seed(seed)
+    model = classify.medmnist_cnn(input_shape, 2, width=width, blocks=1, dropout=0.0, augment=None,
+                                  mean=0.5, std=0.25)
+    for layer in model.layers:  # on TensorFlow, BN over the global batch needs synchronized=True; on JAX a
+        # sharded batch is one global array, so BN already sees the whole batch (and refuses the flag)
+        if isinstance(layer, keras.layers.BatchNormalization) and keras.backend.backend() == "tensorflow":
+            layer.synchronized = True
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="categorical_crossentropy")
+    return model
+
+
+def _fit_and_save(model, x, y, *, global_batch: int, epochs: int, out: str | None) -> dict:
+    t0 = time.perf_counter()
+    hist = model.fit(x, y, batch_size=global_batch, epochs=epochs, shuffle=False, verbose=0)
+    secs = time.perf_counter() - t0
+    if out:
+        np.savez(out, *[np.asarray(w) for w in model.trainable_weights])
+    return dict(loss=[float(v) for v in hist.history["loss"]], seconds=secs,
+                images_per_second=len(x) * epochs / secs)
+
+
+def _custom_loop(strategy, model, x, y, *, global_batch: int, epochs: int) -> dict:
+    """Train ``model`` with a ``tf.distribute`` custom training loop; per-epoch mean losses and timing.
+
+    Keras 3's ``model.fit`` does not run under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585,
+    open), so both runs of :func:`multiworker_vs_single` use the loop that TensorFlow's distributed-
+    training guide teaches: each replica computes its share of the loss, scaled by the *global* batch
+    (``tf.nn.compute_average_loss``), and the Keras optimizer all-reduces the gradients.
+    """
+    import keras
+    import tensorflow as tf
+
+    options = tf.data.Options()  # in-memory data has no files to shard: each worker takes its share of a batch
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(global_batch).with_options(options)
+    batches = strategy.experimental_distribute_dataset(dataset)
+    optimizer = model.optimizer
+
+    @tf.function
+    def train_step(xb, yb):
+        def step(xr, yr):
+            with tf.GradientTape() as tape:
+                per_example = keras.losses.categorical_crossentropy(yr, model(xr, training=True))
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        return strategy.reduce("SUM", strategy.run(step, args=(xb, yb)), axis=None)
+
+    losses = []
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        step_losses = [float(train_step(xb, yb)) for xb, yb in batches]
+        losses.append(float(np.mean(step_losses)))
+    secs = time.perf_counter() - t0
+    return dict(loss=losses, seconds=secs, images_per_second=len(x) * epochs / secs)
+
+
+def _multiworker_worker(index: int, ports: list, n_images: int, global_batch: int, epochs: int, seed: int,
+                        width: int, out: str) -> dict:
+    """Body of one worker process of :func:`multiworker_vs_single` (``index`` < 0: the single process)."""
+    if index >= 0:  # TF_CONFIG must be set before TensorFlow starts
+        os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                                              "task": {"type": "worker", "index": index}})
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if index >= 0 else tf.distribute.get_strategy()
+    x, y = _small_training_set(n_images)
+    with strategy.scope():
+        model = _small_cnn(x.shape[1:], seed, width)
+        model.optimizer.build(model.trainable_variables)
+    result = _custom_loop(strategy, model, x, y, global_batch=global_batch, epochs=epochs)
+    np.savez(out, *[np.asarray(w) for w in model.trainable_weights])
+    result.update(replicas=int(strategy.num_replicas_in_sync), index=index)
+    return result
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _child_env(**extra: str) -> dict:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **extra)
+    env.pop("MEDIMG_RUN_RECORD", None)  # a child must not write into the notebook's run report
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+def _compare_weights(a_path: str, b_path: str) -> float:
+    with np.load(a_path) as a, np.load(b_path) as b:
+        return max(float(np.max(np.abs(a[k] - b[k]))) for k in a.files)
+
+
+def multiworker_vs_single(*, n_workers: int = 2, n_images: int = 512, global_batch: int = 64, epochs: int = 3,
+                          seed: int = 0, width: int = 8, timeout: float = 900) -> dict:
+    """Train the same model with ``tf.distribute.MultiWorkerMirroredStrategy`` in ``n_workers`` processes.
+
+    Each worker is a separate Python process on this machine. ``TF_CONFIG`` lists the workers at
+    127.0.0.1 ports, and worker 0 is the chief. Gradients are all-reduced over gRPC, exactly as
+    between machines. Every worker takes its share of each global batch (auto-sharding by data).
+
+    The same model is also trained in one process on the same global batches, so the two loss
+    curves can be compared. Both runs start from the same weights, with no dropout or augmentation,
+    and batch normalisation runs over the global batch.
+
+    Returns a dictionary with:
+    - ``single`` and ``workers``: per-epoch losses, seconds and images per second of each run;
+    - ``max_abs_loss_diff``: the largest difference between the chief's and the single run's losses;
+    - ``max_abs_weight_diff``: the largest difference between their final weights, and
+      ``workers_agree``: the same difference between the workers.
+    """
+    if int(n_workers) < 2:
+        raise ValueError(f"n_workers must be >= 2, got {n_workers}")
+    if int(n_images) % int(global_batch):
+        raise ValueError(f"n_images ({n_images}) must be a multiple of global_batch ({global_batch}), "
+                         "so that both runs see the same batches")
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory(prefix="multiworker-") as tmp:
+        common = dict(n_images=int(n_images), global_batch=int(global_batch), epochs=int(epochs), seed=int(seed),
+                      width=int(width))
+        env = _child_env(KERAS_BACKEND="tensorflow")
+
+        def launch(index: int, ports: list) -> subprocess.Popen:
+            args = json.dumps(dict(common, index=index, ports=ports, out=str(Path(tmp) / f"w{index}.npz")))
+            return subprocess.Popen([sys.executable, "-m", "utils.scale", "multiworker", args], cwd=root, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def collect(proc: subprocess.Popen, what: str) -> dict:
+            try:
+                out, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise RuntimeError(f"{what} ran past {timeout} s and was stopped") from None
+            if proc.returncode != 0:
+                raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{err[-3000:]}")
+            return json.loads(out.strip().splitlines()[-1])
+
+        single = collect(launch(-1, []), "the single-process run")
+        ports = _free_ports(int(n_workers))
+        procs = [launch(i, ports) for i in range(int(n_workers))]
+        workers = [collect(p, f"worker {i}") for i, p in enumerate(procs)]
+        chief = workers[0]
+        return dict(n_workers=int(n_workers), **common, single=single, workers=workers,
+                    max_abs_loss_diff=max(abs(a - b) for a, b in zip(chief["loss"], single["loss"])),
+                    max_abs_weight_diff=_compare_weights(str(Path(tmp) / "w0.npz"), str(Path(tmp) / "w-1.npz")),
+                    workers_agree=max(_compare_weights(str(Path(tmp) / "w0.npz"), str(Path(tmp) / f"w{i}.npz"))
+                                      for i in range(1, int(n_workers))))
+
+
+def _jax_worker(n_devices: int, n_images: int, global_batch: int, epochs: int, seed: int, width: int) -> dict:
+    """Body of :func:`jax_data_parallel_vs_single` (runs with ``n_devices`` virtual CPU devices)."""
+    import jax
+    import keras
+
+    x, y = _small_training_set(n_images)
+    devices = jax.devices()
+    with tempfile.TemporaryDirectory() as tmp:
+        single = _fit_and_save(_small_cnn(x.shape[1:], seed, width), x, y, global_batch=global_batch,
+                               epochs=epochs, out=str(Path(tmp) / "single.npz"))
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        parallel = _fit_and_save(_small_cnn(x.shape[1:], seed, width), x, y, global_batch=global_batch,
+                                 epochs=epochs, out=str(Path(tmp) / "parallel.npz"))
+        keras.distribution.set_distribution(None)
+        diff = _compare_weights(str(Path(tmp) / "single.npz"), str(Path(tmp) / "parallel.npz"))
+    return dict(devices=[str(d) for d in devices], single=single, parallel=parallel, max_abs_weight_diff=diff,
+                max_abs_loss_diff=max(abs(a - b) for a, b in zip(single["loss"], parallel["loss"])))
+
+
+def jax_data_parallel_vs_single(*, n_devices: int = 2, n_images: int = 512, global_batch: int = 64,
+                                epochs: int = 3, seed: int = 0, width: int = 8, timeout: float = 900) -> dict:
+    """Train the same model on one device and under ``keras.distribution.DataParallel`` on JAX; compare.
+
+    Runs in a subprocess on the JAX backend. ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
+    splits the CPU into ``n_devices`` virtual devices, and must be set before JAX starts. Keras then
+    shards each global batch across the devices and keeps the weights replicated. On a GPU machine
+    ``jax.devices()`` lists the GPUs instead, and the same code runs unchanged.
+
+    Returns the per-epoch losses and timings of both runs, and the largest differences between their
+    losses and between their final weights.
+    """
+    if int(n_devices) < 2:
+        raise ValueError(f"n_devices must be >= 2, got {n_devices}")
+    args = json.dumps(dict(n_devices=int(n_devices), n_images=int(n_images), global_batch=int(global_batch),
+                           epochs=int(epochs), seed=int(seed), width=int(width)))
+    env = _child_env(KERAS_BACKEND="jax", XLA_FLAGS=f"--xla_force_host_platform_device_count={int(n_devices)}",
+                     JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-m", "utils.scale", "jax", args], capture_output=True, text=True,
+                          timeout=timeout, cwd=Path(__file__).resolve().parent.parent, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the JAX data-parallel subprocess failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+_COMMANDS = {"stream": lambda kw: _stream_worker(**kw), "mirrored": lambda kw: _mirrored_worker(**kw),
+             "multiworker": lambda kw: _multiworker_worker(**kw), "jax": lambda kw: _jax_worker(**kw)}
+
+
 def _main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in ("stream", "mirrored"):
-        print("usage: python -m utils.scale {stream|mirrored} '<json arguments>'", file=sys.stderr)
+    if len(argv) != 2 or argv[0] not in _COMMANDS:
+        print(f"usage: python -m utils.scale {{{'|'.join(_COMMANDS)}}} '<json arguments>'", file=sys.stderr)
         return 2
-    kwargs = json.loads(argv[1])
-    out = _stream_worker(**kwargs) if argv[0] == "stream" else _mirrored_worker(**kwargs)
-    print(json.dumps(out))
+    print(json.dumps(_COMMANDS[argv[0]](json.loads(argv[1]))))
     return 0
 
 
