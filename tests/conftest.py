@@ -313,4 +313,3 @@ def leaked_lines(nb, student_nb) -> list[str]:
     return sorted((solution & student_lines) - _public_lines(nb))
 
 
-CHECK_CALL = re.compile(r"\b(check_function|check_value|check_digest|check_true)\s*\(")

@@ -7,8 +7,8 @@ import ast
 import nbformat
 import pytest
 
-from conftest import CHECK_CALL, REPO_ROOT, leaked_lines
-from utils import student
+from conftest import REPO_ROOT, leaked_lines
+from utils import exercises, student
 from utils.exercises import BEGIN, END
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -88,8 +88,8 @@ def test_exercise_cells_end_with_a_check(chapter):
         if BEGIN not in lines:
             continue
         after = "\n".join(cell.source.splitlines()[max(j for j, s in enumerate(lines) if s == END) + 1:])
-        assert CHECK_CALL.search(after), (f"{name} cell {i}: a solution must be followed by a check from "
-                                          f"utils.exercises (check_function/check_value/check_digest/check_true)")
+        assert exercises.labels_in(after), (f"{name} cell {i}: a solution must be followed by a check: "
+                                            f"checks.chN.ex_N_M(...) or a check_* helper of utils.exercises")
         assert "hide-input" in cell.metadata.get("tags", []), f"{name} cell {i}: tag it hide-input"
 
 
