@@ -271,3 +271,44 @@ def test_coco_map_equals_cocoeval_summarize():
     assert ours["ap"] == pytest.approx(ev.stats[0], abs=1e-12)
     assert ours["ap50"] == pytest.approx(ev.stats[1], abs=1e-12)
     assert detect.coco_map(batch.boxes, det, scores, all_areas=True) == ours
+
+
+def test_box_nms_on_a_hand_computed_case():
+    # A = (0,0,10,10) 0.9; B = (1,1,11,11) 0.8, IoU(A, B) = 81/119 = 0.68; C = (20,20,30,30) 0.7, disjoint;
+    # D = (5,0,15,10) 0.85, IoU(A, D) = 50/150 = 1/3.  Score order A, D, B, C.
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [5, 0, 15, 10]], float)
+    scores = np.array([0.9, 0.8, 0.7, 0.85])
+    assert np.isclose(detect.box_iou(boxes[:1], boxes[1:2])[0, 0], 81 / 119)
+    assert np.isclose(detect.box_iou(boxes[:1], boxes[3:4])[0, 0], 1 / 3)
+    # at 0.5: A kept, D kept (1/3 <= 0.5), B dropped (0.68 with A), C kept
+    np.testing.assert_array_equal(detect.box_nms(boxes, scores, 0.5), [0, 3, 2])
+    # at 0.3: D is dropped too (1/3 > 0.3)
+    np.testing.assert_array_equal(detect.box_nms(boxes, scores, 0.3), [0, 2])
+    # at 1.0 nothing is suppressed (no IoU is above 1): all, by decreasing score
+    np.testing.assert_array_equal(detect.box_nms(boxes, scores, 1.0), [0, 3, 1, 2])
+    # max_keep gives the first boxes of the full run
+    np.testing.assert_array_equal(detect.box_nms(boxes, scores, 0.5, max_keep=2), [0, 3])
+    assert detect.box_nms(np.zeros((0, 4)), np.zeros(0)).size == 0
+    with pytest.raises(ValueError):
+        detect.box_nms(boxes, scores[:2])
+    with pytest.raises(ValueError):
+        detect.box_nms(boxes, scores, 1.5)
+
+
+def test_decode_nms_removes_the_shifted_duplicate_that_peak_extraction_also_removes(keras):
+    r = 2
+    out = np.zeros((1, 16, 16, 5), np.float32)
+    out[0, 5, 5] = [1.0, 4.0, 4.0, 0.0, 0.0]    # an 8x8 box centred at pixel (10.5, 10.5)
+    out[0, 5, 6] = [0.8, 4.0, 4.0, 0.0, 0.0]    # its neighbour: the same box shifted by R = 2 px (IoU 0.6)
+    out[0, 12, 12] = [0.6, 3.0, 3.0, 0.25, 0.0]  # a second object far away
+    b_nms, s_nms = detect.decode_nms(out, r, score_min=0.5, iou_threshold=0.5)
+    b_peak, s_peak = detect.decode(out, r, score_min=0.5)
+    np.testing.assert_allclose(s_nms[0], [1.0, 0.6], rtol=1e-6)
+    np.testing.assert_allclose(b_nms[0], b_peak[0], atol=1e-6)
+    np.testing.assert_allclose(s_nms[0], s_peak[0], atol=1e-6)
+    # with a threshold above their IoU the duplicate survives box NMS
+    b_keep, _ = detect.decode_nms(out, r, score_min=0.5, iou_threshold=0.7)
+    assert len(b_keep[0]) == 3
+    # top_k keeps the best
+    b1, s1 = detect.decode_nms(out, r, top_k=1, score_min=0.5)
+    assert len(b1[0]) == 1 and np.isclose(s1[0][0], 1.0)

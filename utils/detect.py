@@ -31,13 +31,21 @@ Heatmap target (output stride ``R``)
     Two objects in one cell cannot both be encoded: the larger one wins (documented limit).
 Decoding
     Peaks are the cells equal to the 3x3 max-pooling of the heatmap (CenterNet's replacement
-    for box non-maximum suppression), above ``score_min``, the ``top_k`` highest per image.
+    for box non-maximum suppression), above ``score_min``, the ``top_k`` highest per image
+    (:func:`decode`).  :func:`decode_nms` is the alternative that anchor and two-stage
+    detectors use: every cell above ``score_min`` gives a box, and greedy box NMS
+    (:func:`box_nms`, written in NumPy because the few lines are the lesson) removes the
+    boxes that overlap a higher-scoring one.
 
 Evaluation
 ----------
-* :func:`froc` -- free-response ROC as in LUNA16 (Setio et al. 2017): sensitivity at
-  1/8, 1/4, 1/2, 1, 2, 4, 8 false positives per image and their mean (the competition
-  score, "CPM").  Hit criterion: a detection hits a lesion if its centre lies within
+* :func:`froc` -- free-response ROC after LUNA16 (Setio et al. 2017): sensitivity at
+  1/8, 1/4, 1/2, 1, 2, 4, 8 false positives per image and their mean (LUNA16's
+  competition performance metric, "CPM").  LUNA16 counts false positives per 3-D CT
+  scan; here an "image" is whatever the caller passes as one entry of the lists -- in
+  chapter 4 a 64x64 tile (or a 64x64 cell of a larger image) -- so the same formula on
+  different units: a CPM per 64x64 tile is not comparable with LUNA16's per-scan CPM.
+  Hit criterion: a detection hits a lesion if its centre lies within
   ``hit_radius = (w + h) / 4`` (half the mean box side) of the lesion's centre; a detection
   that hits several lesions is assigned to the nearest one; detections that hit a lesion
   already hit by a higher-scoring detection are ignored (neither TP nor FP), as in LUNA16.
@@ -67,7 +75,8 @@ from . import course
 FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 __all__ = [
-    "FP_RATES", "box_centers", "box_iou", "heatmap_sigma", "encode_targets", "decode", "decode_numpy",
+    "FP_RATES", "box_centers", "box_iou", "box_nms", "heatmap_sigma", "encode_targets", "decode", "decode_numpy",
+    "decode_nms",
     "build_centernet", "focal_loss", "centernet_focal_loss", "centernet_loss",
     "froc", "FROC", "froc_from_scores", "match_detections", "hit_index", "augment_d4", "threshold_at_fp_rate",
     "to_coco", "coco_map", "bootstrap_detection_ci",
@@ -112,6 +121,30 @@ def box_iou(boxes_a, boxes_b) -> np.ndarray:
     union = area_a[:, None] + area_b[None, :] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / union, 0.0)
+
+
+def box_nms(boxes, scores, iou_threshold: float = 0.5, max_keep: int | None = None) -> np.ndarray:
+    """Greedy box non-maximum suppression: the indices of the boxes kept, highest score first.
+
+    Take the highest-scoring box left, keep it, drop every remaining box whose IoU with it
+    (:func:`box_iou`) is **above** ``iou_threshold``, repeat.  Ties in score keep the earlier
+    box first (stable sort).  ``max_keep`` stops after that many boxes (the result is the same
+    as the first ``max_keep`` of the full run).  Written in NumPy on purpose: these few lines are what
+    ``torchvision.ops.nms`` or ``tf.image.non_max_suppression`` do, and chapter 4 teaches them.
+    """
+    b = _boxes("boxes", boxes)
+    s = np.asarray(scores, float).reshape(-1)
+    if len(s) != len(b):
+        raise ValueError(f"boxes and scores differ in length: {len(b)} and {len(s)}")
+    if not 0.0 <= float(iou_threshold) <= 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    order = np.argsort(-s, kind="stable")
+    keep = []
+    while len(order) and (max_keep is None or len(keep) < max_keep):
+        best, rest = order[0], order[1:]
+        keep.append(int(best))
+        order = rest[box_iou(b[best:best + 1], b[rest])[0] <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
 
 
 def boxes_of_instances(instances, min_area: int = 0) -> np.ndarray:
@@ -283,6 +316,25 @@ def decode_numpy(outputs, stride: int = 2, top_k: int = 100, score_min: float = 
                                   axis=1).reshape(-1, 4))
         scores_out.append(s.astype(np.float64))
     return boxes_out, scores_out
+
+
+def decode_nms(outputs, stride: int = 2, top_k: int = 100, score_min: float = 0.05, iou_threshold: float = 0.5):
+    """Boxes and scores from CenterNet outputs with **box NMS** in place of peak extraction.
+
+    Every cell whose heatmap value is at least ``score_min`` gives a box (size and offset read
+    there, as in :func:`decode`); :func:`box_nms` at ``iou_threshold`` removes duplicates; the
+    ``top_k`` highest kept boxes are returned.  Same output format as :func:`decode`.
+    """
+    o = np.asarray(outputs, np.float32)
+    # peaks_done=True: every cell is a candidate; top_k covers all cells of an image
+    boxes, scores = decode_numpy(o, stride, top_k=o.shape[1] * o.shape[2] if o.ndim == 4 else 1,
+                                 score_min=score_min, peaks_done=True)
+    out_b, out_s = [], []
+    for b, s in zip(boxes, scores):
+        keep = box_nms(b, s, iou_threshold, max_keep=top_k)
+        out_b.append(b[keep].reshape(-1, 4))
+        out_s.append(s[keep])
+    return out_b, out_s
 
 
 # ---------------------------------------------------------------------------
@@ -498,7 +550,11 @@ def augment_d4(images, boxes_per_image):
 
 @dataclass
 class FROC:
-    """A FROC analysis: the curve, the sensitivities at ``fp_rates`` and their mean (LUNA16's CPM)."""
+    """A FROC analysis: the curve, the sensitivities at ``fp_rates`` and their mean (a CPM).
+
+    "Per image" means per entry of the lists passed to :func:`froc` (in chapter 4 a 64x64 tile),
+    not per 3-D scan as in LUNA16.
+    """
 
     thresholds: np.ndarray  # decreasing score thresholds (a detection counts if score >= threshold)
     fp_per_image: np.ndarray  # false positives per image at each threshold
@@ -510,7 +566,7 @@ class FROC:
 
     @property
     def mean_sensitivity(self) -> float:
-        """Mean of ``sens_at`` (the LUNA16 competition performance metric, CPM)."""
+        """Mean of ``sens_at``: LUNA16's competition performance metric (CPM) formula, per image as passed."""
         return float(np.mean(self.sens_at))
 
 
