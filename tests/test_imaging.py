@@ -423,3 +423,52 @@ def test_real_radiomics_lung_case(sample, monkeypatch):
     assert set(np.unique(mask.array)) == {0, 1} and int(mask.array.sum()) == 837
     # the lesion is denser than lung parenchyma (around -800 HU): a soft-tissue nodule
     assert np.median(image.array[mask.array > 0]) > -400
+
+
+# ---------------------------------------------------------------------------
+# real-world units and frame geometry
+# ---------------------------------------------------------------------------
+
+def test_real_world_units_of_the_perfusion_map(perfusion, head_ct):
+    (units,) = imaging.real_world_units(perfusion)
+    assert units["units"] == "ml/100ml/s" and units["scheme"] == "UCUM"
+    assert units["label"] == "RCBF" and "Blood Flow" in units["explanation"]
+    assert (units["slope"], units["intercept"], units["first"], units["last"]) == (1.0, -1024.0, 0, 4095)
+    assert imaging.real_world_units(head_ct) == []  # a plain CT declares its unit through Rescale Type only
+
+
+def test_real_world_units_at_the_top_level():
+    item = Dataset()
+    item.LUTLabel, item.RealWorldValueSlope, item.RealWorldValueIntercept = "ADC", 1e-6, 0.0
+    unit = Dataset()
+    unit.CodeValue, unit.CodingSchemeDesignator = "mm2/s", "UCUM"
+    item.MeasurementUnitsCodeSequence = Sequence([unit])
+    ds = Dataset()
+    ds.RealWorldValueMappingSequence = Sequence([item])
+    (found,) = imaging.real_world_units(ds)
+    assert found["units"] == "mm2/s" and found["slope"] == 1e-6 and found["explanation"] == ""
+
+
+def test_frame_geometry_of_single_and_multi_frame_objects(perfusion, head_ct):
+    positions, orientation = imaging.frame_geometry(perfusion)
+    assert positions.shape == (2, 3) and np.allclose(positions[:, 2], [-159.0, -149.0])
+    assert np.allclose(orientation, [-1, 0, 0, 0, 1, 0])
+    positions, orientation = imaging.frame_geometry(head_ct)
+    assert positions.shape == (1, 3) and np.allclose(orientation, [1, 0, 0, 0, 1, 0])
+
+
+def test_frame_geometry_refuses_missing_or_mixed_orientations():
+    ds = Dataset()
+    ds.ImagePositionPatient = [0, 0, 0]
+    with pytest.raises(ValueError, match="no Image Position/Orientation"):
+        imaging.frame_geometry(ds)
+    frames = []
+    for iop in ([1, 0, 0, 0, 1, 0], [1, 0, 0, 0, 0, -1]):
+        plane, pos, item = Dataset(), Dataset(), Dataset()
+        plane.ImageOrientationPatient, pos.ImagePositionPatient = iop, [0, 0, 0]
+        item.PlaneOrientationSequence, item.PlanePositionSequence = Sequence([plane]), Sequence([pos])
+        frames.append(item)
+    mixed = Dataset()
+    mixed.NumberOfFrames, mixed.PerFrameFunctionalGroupsSequence = 2, Sequence(frames)
+    with pytest.raises(ValueError, match="different orientations"):
+        imaging.frame_geometry(mixed)

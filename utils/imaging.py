@@ -29,7 +29,8 @@ import numpy as np
 __all__ = [
     "WINDOWS", "PS315_BASIC_PROFILE", "PHIAttribute", "read_dicom", "header_value", "header_summary",
     "rescaled", "to_hounsfield", "padding_mask", "window", "display_array", "pixel_spacing_mm",
-    "field_of_view_mm", "extent_mm", "image_bytes", "phi_attributes", "nifti_summary",
+    "field_of_view_mm", "extent_mm", "image_bytes", "phi_attributes", "nifti_summary", "real_world_units",
+    "frame_geometry",
 ]
 
 # Common CT display windows, (center, width) in HU.  These are conventions, not
@@ -256,6 +257,48 @@ def display_array(ds, frame: int = 0, window_cw: tuple[float, float] | None = No
     return 1.0 - out if photometric == "MONOCHROME1" else out
 
 
+def real_world_units(ds, frame: int = 0) -> list[dict[str, Any]]:
+    """The *Real World Value Mapping* items of ``ds`` (PS3.3 C.7.6.16.2.11): what the values mean, in which unit.
+
+    Each item of *Real World Value Mapping Sequence* (0040,9096), at the top level or in the enhanced
+    functional groups of ``frame``, becomes a dict with ``label`` (*LUT Label*), ``explanation``
+    (*LUT Explanation*), ``units`` (the *Code Value* of *Measurement Units Code Sequence*, a UCUM
+    unit such as ``ml/100ml/s``), ``scheme`` (its coding scheme, e.g. ``UCUM``), ``slope`` and
+    ``intercept`` (value = slope × stored + intercept) and ``first``/``last`` (the stored values the
+    mapping covers).  An empty list means the file declares no real-world unit for its values.
+    """
+    sequences = []
+    if ds.get("RealWorldValueMappingSequence"):
+        sequences.append(ds.RealWorldValueMappingSequence)
+    for group_seq in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        groups = ds.get(group_seq)
+        if not groups:
+            continue
+        item = groups[frame] if group_seq.startswith("PerFrame") and frame < len(groups) else groups[0]
+        if item.get("RealWorldValueMappingSequence"):
+            sequences.append(item.RealWorldValueMappingSequence)
+
+    def to_float(value):
+        return None if value is None else float(value)
+
+    out = []
+    for seq in sequences:
+        for item in seq:
+            unit = item.get("MeasurementUnitsCodeSequence")
+            unit = unit[0] if unit else None
+            out.append({
+                "label": str(item.get("LUTLabel", "")),
+                "explanation": str(item.get("LUTExplanation", "")),
+                "units": None if unit is None else str(unit.get("CodeValue", "")),
+                "scheme": None if unit is None else str(unit.get("CodingSchemeDesignator", "")),
+                "slope": to_float(item.get("RealWorldValueSlope")),
+                "intercept": to_float(item.get("RealWorldValueIntercept")),
+                "first": item.get("RealWorldValueFirstValueMapped"),
+                "last": item.get("RealWorldValueLastValueMapped"),
+            })
+    return out
+
+
 # ---------------------------------------------------------------------------
 # geometry and size
 # ---------------------------------------------------------------------------
@@ -306,6 +349,30 @@ def image_bytes(ds) -> int:
     bits = int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) * int(ds.get("SamplesPerPixel", 1) or 1)
     bits *= int(ds.get("NumberOfFrames", 1) or 1)
     return -(-bits // 8)
+
+
+def frame_geometry(ds) -> tuple[np.ndarray, np.ndarray]:
+    """``(positions, orientation)``: *Image Position (Patient)* of every frame, ``(n_frames, 3)``, and the
+    six values of *Image Orientation (Patient)* of the first frame.
+
+    Works for a single-frame image (one row) and for an enhanced multi-frame object, whose per-frame
+    positions sit in *Plane Position Sequence* (see :func:`header_value`).  Raises ``ValueError`` if
+    a position or the orientation is missing, or if the frames are not all in the same orientation.
+    """
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    positions, orientations = [], []
+    for k in range(n_frames):
+        ipp, iop = header_value(ds, "ImagePositionPatient", k), header_value(ds, "ImageOrientationPatient", k)
+        if ipp is None or iop is None:
+            raise ValueError(f"{_name(ds)}: frame {k} has no Image Position/Orientation (Patient); its place "
+                             f"in the patient is unknown")
+        positions.append([float(v) for v in ipp])
+        orientations.append([float(v) for v in iop])
+    orientations = np.asarray(orientations)
+    if not np.allclose(orientations, orientations[0], atol=1e-4):
+        raise ValueError(f"{_name(ds)}: the frames have different orientations; they are not one stack of "
+                         f"parallel slices")
+    return np.asarray(positions), orientations[0]
 
 
 # ---------------------------------------------------------------------------
