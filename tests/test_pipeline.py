@@ -202,13 +202,21 @@ def test_the_student_edition_runs_top_to_bottom_and_reports_every_exercise_not_a
         params = next(c for c in edition.cells if "parameters" in c.metadata.get("tags", []))
         assert 'PROFILE = "fast"' in params.source, f"{path.name}: the student copy must default to fast"
         nbformat.write(edition, submitted / path.name)
+    reference = tmp_path / "submitted" / "reference"  # the teacher's chapter 1 as a submission: full marks
+    reference.mkdir()
+    first = run.discover()[0]
+    shutil.copy(first, reference / first.name)
     grades = tmp_path / "grades"
-    assert grade.main([str(submitted), "--out", str(grades), "--cell-timeout", "1800", "--timeout", "3600"]) == 0
+    assert grade.main([str(tmp_path / "submitted"), "--out", str(grades), "--cell-timeout", "1800",
+                       "--timeout", "3600"]) == 0
     with open(grades / "grades.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     with open(grades / "totals.csv", encoding="utf-8") as fh:
         totals = list(csv.DictReader(fh))
-    assert totals[0]["problems"] == "", totals[0]["problems"]
+    totals = {t["student"]: t for t in totals}
+    assert totals["untouched"]["problems"] == "" and totals["reference"]["problems"] == "", totals
+    assert float(totals["reference"]["points"]) == float(totals["reference"]["max_points"]) >= 4, totals
+    rows = [r for r in rows if r["student"] == "untouched"]
     for path in run.discover():
         teacher = nbformat.read(path, as_version=4)
         expected = [label for g in grade.graded_cells(teacher) for label in g.labels]
