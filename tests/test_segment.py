@@ -197,6 +197,53 @@ def test_hd95_of_two_offset_discs_is_the_offset(k):
     assert segment.hd95(a, a) == 0.0
 
 
+def _row(n, pixels):
+    m = np.zeros((1, n), bool)  # one row: every foreground pixel is a surface pixel (the border is background)
+    m[0, list(pixels)] = True
+    return m
+
+
+def test_hd95_conventions_by_hand_one_stray_pixel():
+    """A = pixels 0..9 of a 1x30 image, B = A plus pixel 29.
+
+    d(A→B): ten zeros.  d(B→A): ten zeros and 20 (pixel 29 to pixel 9).
+    MONAI ("max"): P95 of [0]*10 + [20] (11 values) is at rank 0.95 * 10 = 9.5, halfway between 0 and 20 -> 10;
+    the other direction gives 0, so HD95 = 10.
+    MedPy ("pooled"): P95 of [0]*20 + [20] (21 values) is at rank 0.95 * 20 = 19, a zero -> HD95 = 0.
+    """
+    a, b = _row(30, range(10)), _row(30, [*range(10), 29])
+    assert segment.hd95(a, b) == pytest.approx(10.0)
+    assert segment.hd95(a, b, convention="max") == pytest.approx(10.0)
+    assert segment.hd95(b, a, convention="max") == pytest.approx(10.0)  # symmetric
+    assert segment.hd95(a, b, convention="pooled") == pytest.approx(0.0)
+    assert segment.hd95(b, a, convention="pooled") == pytest.approx(0.0)
+    # the Hausdorff distance (100th percentile) is the same under both: 20
+    assert segment.hausdorff(a, b) == segment.hausdorff(a, b, convention="pooled") == pytest.approx(20.0)
+
+
+def test_hd95_conventions_by_hand_two_stray_pixels():
+    """A = pixels 0..9 of a 1x30 image, B = A plus pixels 28 and 29.
+
+    d(A→B): ten zeros; d(B→A): ten zeros, 19 and 20.
+    "max": P95 of the 12 values of d(B→A) at rank 0.95 * 11 = 10.45: 19 + 0.45 * (20 - 19) = 19.45.
+    "pooled": P95 of the 22 values at rank 0.95 * 21 = 19.95: 0 + 0.95 * (19 - 0) = 18.05.
+    With spacing 0.5 along the row both halve.
+    """
+    a, b = _row(30, range(10)), _row(30, [*range(10), 28, 29])
+    assert segment.hd95(a, b) == pytest.approx(19.45)
+    assert segment.hd95(a, b, convention="pooled") == pytest.approx(18.05)
+    assert segment.hd95(a, b, spacing=(1.0, 0.5)) == pytest.approx(19.45 / 2)
+    assert segment.hd95(a, b, spacing=(1.0, 0.5), convention="pooled") == pytest.approx(18.05 / 2)
+    with pytest.raises(ValueError, match="convention"):
+        segment.hd95(a, b, convention="medpy")
+
+
+def test_hd95_conventions_agree_on_symmetric_errors():
+    a = disc((64, 64), 32, 28, 12)
+    b = disc((64, 64), 32, 32, 12)  # the same disc shifted: both directions see the same distances
+    assert segment.hd95(a, b, convention="pooled") == pytest.approx(segment.hd95(a, b), abs=1e-9)
+
+
 def test_surface_distances_scale_with_spacing():
     a = disc((64, 64), 32, 28, 12)
     b = disc((64, 64), 32, 32, 12)
@@ -261,6 +308,22 @@ def test_soft_dice_loss_matches_keras_dice(keras):
     assert float(segment.soft_dice_loss(y, y, smooth=0.0)) == pytest.approx(0.0, abs=1e-6)
     zero = np.zeros((1, 4, 4, 1), "float32")
     assert float(segment.soft_dice_loss(zero, zero)) == pytest.approx(0.0)  # smoothing: empty = perfect
+
+
+def test_soft_dice_loss_plain_and_squared_by_hand(keras):
+    """Plain sums (nnU-Net, keras.losses.Dice) against V-Net's squared denominator, on one 2x2 image.
+
+    y = [1, 1, 0, 0], p = [0.5, 1.0, 0.5, 0]: sum(y p) = 1.5, sum(y) = 2, sum(p) = 2, sum(p^2) = 1.5.
+    plain:   1 - 2 * 1.5 / (2 + 2)   = 0.25
+    squared: 1 - 2 * 1.5 / (2 + 1.5) = 1 - 3 / 3.5 = 1/7
+    """
+    y = np.array([1, 1, 0, 0], "float32").reshape(1, 2, 2, 1)
+    p = np.array([0.5, 1.0, 0.5, 0.0], "float32").reshape(1, 2, 2, 1)
+    assert float(segment.soft_dice_loss(y, p, smooth=0.0)) == pytest.approx(0.25, abs=1e-6)
+    assert float(segment.soft_dice_loss(y, p, smooth=0.0, squared=True)) == pytest.approx(1 / 7, abs=1e-6)
+    # binary predictions: p^2 = p, so both forms agree
+    assert float(segment.soft_dice_loss(y, y[:, ::-1], smooth=1.0, squared=True)) == pytest.approx(
+        float(segment.soft_dice_loss(y, y[:, ::-1], smooth=1.0)), abs=1e-6)
 
 
 def test_dice_bce_loss_is_dice_plus_cross_entropy(keras):
@@ -394,6 +457,24 @@ def test_tiny_training_learns_on_phantoms(keras):
     assert scores["dice"].mean() > 0.3, scores["dice"]  # the empty prediction scores 0; this run gives ~0.58
     assert run["n_images_seen"] == 5 * 64 and run["images_per_second"] > 0
     assert time.perf_counter() - t0 < 120
+
+
+def test_training_keeps_the_checkpoint_with_the_best_validation_dice(keras):
+    x, y = segment.phantom_set(24, 64, seed=1)
+    tr, va = np.arange(16), np.arange(16, 24)
+    keras.utils.set_random_seed(0)
+    model = segment.build_unet((64, 64, 1), 4, 1, batch_norm=True)  # small: the selection is tested, not the fit
+    run = segment.train_segmenter(model, x[tr], y[tr], epochs=3, batch_size=4, learning_rate=3e-3,
+                                  validation=(x[va], y[va]), verbose=0)
+    assert len(run["val_dice"]) == 3 and 1 <= run["best_epoch"] <= 3
+    assert run["best_val_dice"] == max(run["val_dice"])
+    assert run["val_dice"].index(run["best_val_dice"]) == run["best_epoch"] - 1  # the earliest best epoch
+    # the model holds the weights of that epoch: its validation Dice is the best one recorded
+    _, pred = segment.predict_masks(model, x[va], batch_size=4)
+    assert segment.segmentation_scores(y[va], pred)["dice"].mean() == pytest.approx(run["best_val_dice"], abs=1e-9)
+    assert set(segment.segmentation_scores(y[va], pred, metrics=("dice",))) == {"dice"}
+    with pytest.raises(ValueError, match="unknown metrics"):
+        segment.segmentation_scores(y[va], pred, metrics=("accuracy",))
 
 
 def test_mean_inside_outside():

@@ -22,9 +22,11 @@ What the field uses (and what this module builds)
   connection (:func:`self_attention_block`, ``build_unet(..., self_attention=True)``),
   built on :class:`keras.layers.MultiHeadAttention`.
 
-Losses (``keras.ops`` only): :func:`soft_dice_loss` and :func:`dice_bce_loss`.
-Metrics on NumPy masks: :func:`dice`, :func:`iou`, :func:`hd95`,
-:func:`average_surface_distance`, :func:`segmentation_scores`; paired comparisons with
+Losses (``keras.ops`` only): :func:`soft_dice_loss` (plain sums; ``squared=True`` for V-Net's
+squared denominator) and :func:`dice_bce_loss`.
+Metrics on NumPy masks: :func:`dice`, :func:`iou`, :func:`hd95` (by default the larger of the
+two directed 95th percentiles, as MONAI computes it; ``convention="pooled"`` gives MedPy's
+pooled version), :func:`average_surface_distance`, :func:`segmentation_scores`; paired comparisons with
 bootstrap intervals (:func:`paired_difference_ci`) and over several training
 seeds (:func:`compare_over_seeds`).
 Data: :func:`load_nuclei` (the 2018 Data Science Bowl image that ships in the
@@ -66,7 +68,7 @@ __all__ = [
     "tile_boxes", "region_split", "extract_tiles", "overlap_pixels", "split_by_image",
     "conv_block", "attention_gate", "self_attention_block", "build_unet", "attention_maps",
     "soft_dice_loss", "dice_bce_loss",
-    "dice", "iou", "hausdorff", "hd95", "average_surface_distance", "segmentation_scores", "mean_ci",
+    "dice", "iou", "HD_CONVENTIONS", "hausdorff", "hd95", "average_surface_distance", "segmentation_scores", "mean_ci",
     "paired_difference_ci", "mean_inside_outside", "augment_d4", "train_segmenter", "predict_masks",
 ]
 
@@ -333,14 +335,20 @@ def attention_maps(model, images, batch_size: int = 8) -> dict[str, np.ndarray]:
 # losses (keras.ops only, so they run on every backend)
 # ---------------------------------------------------------------------------
 
-def soft_dice_loss(y_true, y_pred, smooth: float = 1.0):
+def soft_dice_loss(y_true, y_pred, smooth: float = 1.0, *, squared: bool = False):
     """Soft Dice loss, averaged over the images of the batch.
 
     ``1 - (2 sum(y p) + s) / (sum(y) + sum(p) + s)`` per image (sums over
     height, width and channels), with probabilities ``p`` in place of the
     binary prediction; ``s`` (``smooth``) keeps empty images defined (loss 0
-    when both are empty).  With ``smooth=0`` this equals
+    when both are empty).  This plain-sum form is the one of nnU-Net
+    (Isensee et al. 2021) and the one-class case of the generalised Dice loss
+    (Sudre et al. 2017); with ``smooth=0`` it equals
     ``keras.losses.Dice(axis=(1, 2, 3))`` (which adds ``epsilon`` instead).
+
+    ``squared=True`` gives V-Net's form (Milletari, Navab & Ahmadi 2016), which squares
+    the terms of the denominator: ``1 - (2 sum(y p) + s) / (sum(y^2) + sum(p^2) + s)``
+    (``y^2 = y`` for binary masks, so only the predictions' term changes).
     """
     from keras import ops
 
@@ -348,7 +356,10 @@ def soft_dice_loss(y_true, y_pred, smooth: float = 1.0):
     y_true = ops.cast(y_true, y_pred.dtype)
     axes = tuple(range(1, len(y_pred.shape)))
     inter = ops.sum(y_true * y_pred, axis=axes)
-    denom = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
+    if squared:
+        denom = ops.sum(y_true * y_true, axis=axes) + ops.sum(y_pred * y_pred, axis=axes)
+    else:
+        denom = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
     if smooth == 0:
         denom = denom + 1e-7
     return 1.0 - ops.mean((2.0 * inter + smooth) / (denom + smooth))
@@ -418,23 +429,45 @@ def _empty_value(a: np.ndarray, b: np.ndarray, spacing, empty) -> float | None:
     return None
 
 
-def hausdorff(a, b, spacing=None, *, percentile: float = 100.0, empty=None) -> float:
+HD_CONVENTIONS = ("max", "pooled")
+
+
+def hausdorff(a, b, spacing=None, *, percentile: float = 100.0, empty=None, convention: str = "max") -> float:
     """Symmetric Hausdorff distance between the surfaces of two masks (``percentile`` < 100: robust HD).
 
-    ``max(P_q(d(A→B)), P_q(d(B→A)))`` with ``P_q`` the ``q``-th percentile of
-    the directed surface distances.  See the module docstring for empty masks.
+    Two conventions are in use for the percentile version, and they give different numbers when the two
+    masks have different numbers of surface pixels or their errors are lopsided:
+
+    * ``convention="max"`` (the default, and what chapter 3 reports): ``max(P_q(d(A→B)), P_q(d(B→A)))``,
+      the larger of the two *directed* ``q``-th percentiles.  This is what MONAI's
+      ``compute_hausdorff_distance(..., percentile=q)`` computes.
+    * ``convention="pooled"``: ``P_q(d(A→B) ∪ d(B→A))``, the ``q``-th percentile of both sets of
+      directed distances pooled into one.  This is what MedPy's ``hd95`` computes.
+
+    ``P_q`` is :func:`numpy.percentile` with its default linear interpolation (both libraries use it).
+    With ``percentile=100`` the two conventions agree (the classical Hausdorff distance).  See the module
+    docstring for surfaces, distances and empty masks.
     """
+    if convention not in HD_CONVENTIONS:
+        raise ValueError(f"convention must be one of {HD_CONVENTIONS}, got {convention!r}")
     a, b = _pair(a, b)
     special = _empty_value(a, b, spacing, empty)
     if special is not None:
         return special
     d_ab, d_ba = _surface_distances(a, b, spacing)
+    if convention == "pooled":
+        return float(np.percentile(np.concatenate([d_ab, d_ba]), percentile))
     return float(max(np.percentile(d_ab, percentile), np.percentile(d_ba, percentile)))
 
 
-def hd95(a, b, spacing=None, *, empty=None) -> float:
-    """95th-percentile Hausdorff distance (HD95), as in MONAI / medpy: the max of the two directed 95th percentiles."""
-    return hausdorff(a, b, spacing, percentile=95.0, empty=empty)
+def hd95(a, b, spacing=None, *, empty=None, convention: str = "max") -> float:
+    """95th-percentile Hausdorff distance (HD95); by default the larger of the two directed 95th percentiles.
+
+    ``convention="max"`` (default, used throughout chapter 3) is MONAI's definition;
+    ``convention="pooled"`` (the 95th percentile of both directed distance sets pooled) is MedPy's.
+    The two differ in general; see :func:`hausdorff`.
+    """
+    return hausdorff(a, b, spacing, percentile=95.0, empty=empty, convention=convention)
 
 
 def average_surface_distance(a, b, spacing=None, *, empty=None) -> float:
@@ -447,20 +480,27 @@ def average_surface_distance(a, b, spacing=None, *, empty=None) -> float:
     return float((d_ab.sum() + d_ba.sum()) / (len(d_ab) + len(d_ba)))
 
 
-def segmentation_scores(truth, pred, spacing=None) -> dict[str, np.ndarray]:
-    """Per-case ``dice``, ``iou``, ``hd95`` and ``assd`` of two stacks of masks ``(N, H, W[, 1])``."""
+def segmentation_scores(truth, pred, spacing=None, metrics=("dice", "iou", "hd95", "assd")) -> dict[str, np.ndarray]:
+    """Per-case ``dice``, ``iou``, ``hd95`` and ``assd`` of two stacks of masks ``(N, H, W[, 1])``.
+
+    ``metrics`` selects which (the distances cost the most; training's validation uses Dice only).
+    HD95 is :func:`hd95` with its default convention (the larger of the two directed 95th percentiles).
+    """
     t = np.asarray(truth).astype(bool)
     p = np.asarray(pred).astype(bool)
     if t.shape != p.shape:
         raise ValueError(f"truth and pred must have one shape, got {t.shape} and {p.shape}")
     if t.ndim == 4:
         t, p = t[..., 0], p[..., 0]
-    out = {"dice": [], "iou": [], "hd95": [], "assd": []}
+    funcs = {"dice": dice, "iou": iou, "hd95": lambda a, b: hd95(a, b, spacing),
+             "assd": lambda a, b: average_surface_distance(a, b, spacing)}
+    unknown = set(metrics) - set(funcs)
+    if unknown:
+        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {sorted(funcs)}")
+    out = {k: [] for k in metrics}
     for a, b in zip(t, p):
-        out["dice"].append(dice(a, b))
-        out["iou"].append(iou(a, b))
-        out["hd95"].append(hd95(a, b, spacing))
-        out["assd"].append(average_surface_distance(a, b, spacing))
+        for k in metrics:
+            out[k].append(funcs[k](a, b))
     return {k: np.asarray(v, float) for k, v in out.items()}
 
 
@@ -558,27 +598,61 @@ def augment_d4(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_segmenter(model, x, y, *, epochs: int, batch_size: int = 16, learning_rate: float = 2e-3,
-                    loss=None, seed: int = 0, verbose: int | None = None) -> dict:
+                    loss=None, seed: int = 0, verbose: int | None = None, validation=None,
+                    threshold: float = 0.5) -> dict:
     """Compile ``model`` with Adam and ``loss`` (default :func:`dice_bce_loss`), fit it, time it.
 
     ``seed`` seeds the shuffling and dropout of training; the initial weights were drawn when the model
     was built, so call ``keras.utils.set_random_seed`` before :func:`build_unet` for a repeatable run.
 
+    ``validation = (x_val, y_val)``: after every epoch the mean per-image Dice of the masks
+    ``probability > threshold`` on the validation images is computed, and at the end of training the
+    model gets back the weights of the epoch with the highest validation Dice (the earliest, on a tie).
+    The epoch (and so the checkpoint) is chosen on the validation set, never on a test set.
+
     Returns ``{"history": dict, "seconds": float, "images_per_second": float,
-    "n_images_seen": int}`` (images seen = epochs x training images).
+    "n_images_seen": int}`` (images seen = epochs x training images); with ``validation`` also
+    ``"val_dice"`` (one value per epoch), ``"best_epoch"`` (1-based) and ``"best_val_dice"``.
+    ``seconds`` includes the validation passes.
     """
     import keras
 
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss or dice_bce_loss)
+    callbacks, tracker = [], None
+    if validation is not None:
+        x_val = np.asarray(validation[0], np.float32)
+        y_val = np.asarray(validation[1])
+
+        class _BestOnValidation(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.scores, self.best, self.best_epoch, self.best_weights = [], -np.inf, 0, None
+
+            def on_epoch_end(self, epoch, logs=None):
+                prob = np.asarray(self.model.predict(x_val, batch_size=max(batch_size, 32), verbose=0))
+                score = float(segmentation_scores(y_val, prob > threshold, metrics=("dice",))["dice"].mean())
+                self.scores.append(score)
+                if score > self.best:
+                    self.best, self.best_epoch, self.best_weights = score, epoch + 1, self.model.get_weights()
+
+            def on_train_end(self, logs=None):
+                if self.best_weights is not None:
+                    self.model.set_weights(self.best_weights)
+
+        tracker = _BestOnValidation()
+        callbacks.append(tracker)
     t0 = time.perf_counter()
     hist = model.fit(np.asarray(x, np.float32), np.asarray(y, np.float32), epochs=epochs,
-                     batch_size=batch_size, shuffle=True,
+                     batch_size=batch_size, shuffle=True, callbacks=callbacks,
                      verbose=course.fit_verbose() if verbose is None else verbose)
     seconds = time.perf_counter() - t0
     seen = int(epochs * len(x))
-    return {"history": hist.history, "seconds": seconds, "n_images_seen": seen,
-            "images_per_second": seen / seconds if seconds > 0 else float("nan")}
+    out = {"history": hist.history, "seconds": seconds, "n_images_seen": seen,
+           "images_per_second": seen / seconds if seconds > 0 else float("nan")}
+    if tracker is not None:
+        out.update(val_dice=tracker.scores, best_epoch=tracker.best_epoch, best_val_dice=tracker.best)
+    return out
 
 
 def predict_masks(model, x, threshold: float = 0.5, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
