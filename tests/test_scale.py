@@ -128,3 +128,8 @@ def test_augmentation_shifts_each_image_by_at_most_two_pixels_in_both_modes(tmp_
         pos = np.array([np.unravel_index(g[..., 0].argmax(), (28, 28)) for g in got])
         assert np.all(got.reshape(40, -1).sum(1) == 1.0)  # the pixel is moved, never lost or duplicated
         assert np.all(np.abs(pos - 13) <= 2) and len({tuple(p) for p in pos}) > 3  # shifts differ per image
+
+
+def test_throughput_leaves_out_the_first_epoch():
+    assert scale._throughput(100, [10.0, 1.0, 1.0]) == 100.0
+    assert scale._throughput(100, [4.0]) == 25.0
