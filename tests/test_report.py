@@ -207,3 +207,20 @@ def test_glued_text_is_a_string_that_the_notebook_does_not_echo(record):
     text = report.glue("k", 0.5)
     assert text == "0.500" and isinstance(text, str) and f"{text}" == "0.500"
     assert text._ipython_display_() is None  # IPython calls this instead of echoing the value
+
+
+def test_timer_records_the_block(monkeypatch, tmp_path):
+    import json
+    record = tmp_path / "record.json"
+    monkeypatch.setenv(report.RECORD_ENV, str(record))
+    with report.timer("a block", n_items=10) as t:
+        sum(range(1000))
+    assert t.seconds is not None and t.seconds >= 0
+    entry = json.loads(record.read_text())["timings"]["a block"]
+    assert entry["n_items"] == 10 and entry["seconds"] == round(t.seconds, 3)
+    with pytest.raises(ZeroDivisionError):
+        with report.timer("failed block"):
+            1 / 0
+    assert "failed block" not in json.loads(record.read_text())["timings"]
+    with pytest.raises(ValueError, match="non-empty"):
+        report.timer("")

