@@ -17,6 +17,7 @@ Modules
 - :mod:`utils.imaging`   DICOM / NIfTI / NRRD helpers: Hounsfield units, windowing, header audit
 - :mod:`utils.phantoms`  deterministic synthetic images with exact labels, masks and boxes
 - :mod:`utils.tables`    Markdown tables for notebook output (shared by the chapters)
+- :mod:`utils.memory`    the one memory sampler (a chapter's kernel, chapter 6's streaming test)
 - :mod:`utils.files`     the one atomic writer (downloads, run report, run cache)
 - :mod:`utils.report`    metrics and timings a notebook reports to the run report
 - :mod:`utils.exercises` automatic exercise checks (pass/fail, never the answer)

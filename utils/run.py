@@ -41,7 +41,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 from pathlib import Path
@@ -51,6 +50,7 @@ import psutil
 from . import files, stats
 from .data import DATA_DIR_ENV
 from .exercises import STRICT_ENV
+from .memory import PeakMemory
 from .report import RECORD_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -81,36 +81,6 @@ def discover(root: Path = REPO_ROOT, only: list[str] | None = None) -> list[Path
             raise SystemExit(f"no notebook matches {unknown}; notebooks are {[p.name for p in nbs]}")
         nbs = [p for p in nbs if any(o in p.name for o in only)]
     return nbs
-
-
-class PeakMemory:
-    """Sample the resident memory of this process's children (the kernel) in a thread."""
-
-    def __init__(self, interval: float = 0.2):
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for child in me.children(recursive=True):
-                try:
-                    total += child.memory_info().rss
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass
-            self.peak = max(self.peak, total)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "PeakMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 # cells papermill adds to the executed copy: the injected parameters, and on failure an
@@ -191,7 +161,7 @@ def execute(nb: Path, profile: str, out_dir: Path, record_dir: Path, timeout: in
                    "started": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")}
     start = time.perf_counter()
     try:
-        with PeakMemory() as mem:
+        with PeakMemory(0.2, children=True) as mem:
             pm.execute_notebook(str(nb), str(out), parameters={"PROFILE": profile}, cwd=str(nb.parent),
                                 kernel_name="python3", progress_bar=sys.stderr.isatty(),
                                 request_save_on_cell_execute=True, execution_timeout=timeout)

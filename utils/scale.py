@@ -38,13 +38,14 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from . import memory
 
 #: Feature names inside each ``tf.train.Example``.
 IMAGE_KEY, LABEL_KEY = "image", "label"
@@ -241,42 +242,6 @@ def read_all(pattern: str, image_shape: Sequence[int]) -> tuple[np.ndarray, np.n
 # memory
 # ---------------------------------------------------------------------------
 
-class PeakRSS:
-    """Context manager that samples this process's resident memory (psutil) every ``interval`` seconds.
-
-    ``peak`` is the highest value seen (bytes), ``start`` the value on entry.
-    """
-
-    def __init__(self, interval: float = 0.01):
-        self.interval = interval
-        self.peak = 0
-        self.start = 0
-        self._stop = threading.Event()
-
-    def _loop(self):
-        import psutil
-
-        proc = psutil.Process()
-        while not self._stop.is_set():
-            self.peak = max(self.peak, proc.memory_info().rss)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "PeakRSS":
-        import psutil
-
-        self.start = self.peak = psutil.Process().memory_info().rss
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        import psutil
-
-        self.peak = max(self.peak, psutil.Process().memory_info().rss)
-
-
 def _stream_worker(pattern: str, image_shape: Sequence[int], batch_size: int, shuffle_buffer: int,
                    load_all: bool) -> dict:
     """Body of the memory-measurement subprocess (see :func:`measure_streaming_memory`)."""
@@ -292,7 +257,7 @@ def _stream_worker(pattern: str, image_shape: Sequence[int], batch_size: int, sh
     baseline = psutil.Process().memory_info().rss
     n, total = 0, 0.0
     t0 = time.perf_counter()
-    with PeakRSS() as stream:
+    with memory.PeakMemory(0.01) as stream:
         for x, y in ds:
             n += int(x.shape[0])
             total += float(tf.reduce_sum(x))  # touch the data
@@ -300,7 +265,7 @@ def _stream_worker(pattern: str, image_shape: Sequence[int], batch_size: int, sh
     out = dict(n_images=n, baseline_rss=baseline, stream_peak_rss=stream.peak, stream_seconds=seconds,
                pixel_sum=total)
     if load_all:
-        with PeakRSS() as mem:
+        with memory.PeakMemory(0.01) as mem:
             x_all, y_all = read_all(pattern, image_shape)
             x_all = x_all.astype(np.float32) / 255.0  # what a model.fit(x_all, ...) call would hold
         out.update(in_memory_peak_rss=mem.peak, in_memory_array_bytes=int(x_all.nbytes))
