@@ -52,12 +52,6 @@ def test_stratified_split_is_disjoint_complete_and_stratified():
     assert len(classify.stratified_subset(y, None)) == 1000
 
 
-def test_balanced_class_weight_equalises_class_totals():
-    y = np.array([0] * 30 + [1] * 10)
-    w = classify.balanced_class_weight(y)
-    assert w[0] * 30 == pytest.approx(w[1] * 10) == pytest.approx(20)
-
-
 # ---------------------------------------------------------------------------
 # models
 # ---------------------------------------------------------------------------

@@ -342,13 +342,6 @@ def train_ensemble(build: Callable[[], object], x_train: np.ndarray, y_train: np
     return out
 
 
-def balanced_class_weight(y: np.ndarray) -> dict[int, float]:
-    """Class weights ``N / (K · N_k)``: every class contributes the same total weight to the loss."""
-    y = np.asarray(y).reshape(-1).astype(int)
-    counts = np.bincount(y)
-    return {k: float(len(y) / (len(counts) * c)) for k, c in enumerate(counts) if c > 0}
-
-
 # ---------------------------------------------------------------------------
 # Grad-CAM
 # ---------------------------------------------------------------------------

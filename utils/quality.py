@@ -102,16 +102,20 @@ class GeneralizedCrossEntropy:
 # ---------------------------------------------------------------------------
 
 def class_weights(y: np.ndarray) -> dict[int, float]:
-    """"Balanced" class weights ``N / (K · N_k)`` (scikit-learn's ``compute_class_weight('balanced')``).
+    """"Balanced" class weights ``N / (K · N_k)``, from scikit-learn's ``compute_class_weight``.
 
-    Every class then contributes the same total weight to the loss.  Pass the
-    result to ``model.fit(..., class_weight=...)``.
+    Every class present in ``y`` then contributes the same total weight to the loss. Pass the result
+    to ``model.fit(..., class_weight=...)``. Used by chapter 2 (section 4, the training recipe) and
+    chapter 6 (section 2, imbalance).
     """
+    from sklearn.utils.class_weight import compute_class_weight
+
     y = np.asarray(y).reshape(-1).astype(int)
     if len(y) == 0:
         raise ValueError("y is empty")
-    classes, counts = np.unique(y, return_counts=True)
-    return {int(c): float(len(y) / (len(classes) * n)) for c, n in zip(classes, counts)}
+    classes = np.unique(y)
+    weights = compute_class_weight("balanced", classes=classes, y=y)
+    return {int(c): float(w) for c, w in zip(classes, weights)}
 
 
 def oversample_indices(y: np.ndarray, *, seed: int = 0) -> np.ndarray:
