@@ -177,3 +177,98 @@ def test_diversity_and_baselines():
     t = gan.to_tanh_range(np.array([[[0, 255]]], dtype=np.uint8))
     np.testing.assert_allclose(t[..., 0], [[[-1.0, 1.0]]])
     np.testing.assert_allclose(gan.to_unit_range(t), [[[[0.0], [1.0]]]])
+
+
+def test_sqrtm_real_drops_round_off_and_warns_on_a_large_imaginary_part():
+    import warnings as _w
+
+    m = np.array([[4.0, 1.0], [1.0, 3.0]])
+    with _w.catch_warnings():
+        _w.simplefilter("error", gan.FrechetWarning)  # no warning for a well-behaved matrix
+        root = gan.sqrtm_real(m)
+    np.testing.assert_allclose(root @ root, m, atol=1e-10)
+    assert not np.iscomplexobj(root)
+    with pytest.warns(gan.FrechetWarning, match="imaginary part"):
+        root = gan.sqrtm_real(np.diag([-1.0, 4.0]))  # sqrt(-1) = i: not round-off
+    np.testing.assert_allclose(root, np.diag([0.0, 2.0]), atol=1e-12)
+
+
+def test_frechet_distance_warns_when_the_square_root_is_complex(monkeypatch):
+    from scipy import linalg
+
+    real_sqrtm = linalg.sqrtm
+    monkeypatch.setattr(linalg, "sqrtm", lambda m, *a, **kw: real_sqrtm(m) + 0.5j * np.ones_like(m))
+    a = np.random.default_rng(0).standard_normal((200, 3))
+    with pytest.warns(gan.FrechetWarning):
+        fd = gan.frechet_distance(a, a + 1.0)
+    assert fd == pytest.approx(3.0, rel=1e-6)  # the real part is kept
+
+
+def test_frechet_distance_equals_the_eigenvalue_form():
+    # tr (Σa Σb)^{1/2} = Σ sqrt(λ_i(Σa Σb)): an independent computation of the same number
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((300, 6)), rng.standard_normal((250, 6)) @ rng.standard_normal((6, 6)) + 0.3
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    tr = np.sqrt(np.clip(np.linalg.eigvals(ca @ cb).real, 0, None)).sum()
+    expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * tr
+    assert gan.frechet_distance(a, b) == pytest.approx(expected, rel=1e-8)
+
+
+def test_stratified_halves_are_disjoint_class_matched_and_seeded():
+    y = np.r_[np.zeros(10, int), np.ones(15, int)]
+    a, b = gan.stratified_halves(y, 4, seed=1)
+    assert a.shape == (4, 12) and b.shape == (4, 13)
+    for ia, ib in zip(a, b):
+        assert set(ia).isdisjoint(ib) and len(set(ia) | set(ib)) == len(y)
+        assert (y[ia] == 0).sum() == 5 and (y[ib] == 0).sum() == 5 and (y[ia] == 1).sum() == 7
+    assert not np.array_equal(a[0], a[1])  # the draws differ ...
+    np.testing.assert_array_equal(a, gan.stratified_halves(y, 4, seed=1)[0])  # ... and are seeded
+    with pytest.raises(ValueError, match="at least 4"):
+        gan.stratified_halves([0, 0, 1, 1, 1, 1], 2)
+
+
+def test_matched_subset_copies_the_class_counts():
+    rng = np.random.default_rng(0)
+    pool = np.r_[np.zeros(20, int), np.ones(5, int)]
+    pick = gan.matched_subset(pool, [1, 1, 0, 1, 0, 0, 0], rng)
+    assert len(set(pick)) == 7 and (pool[pick] == 0).sum() == 4 and (pool[pick] == 1).sum() == 3
+    with pytest.raises(ValueError, match="5 examples of class 1"):
+        gan.matched_subset(pool, np.ones(6, int), rng)
+
+
+def test_repeated_comparison_floor_candidates_and_paired_differences():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(60, int), np.ones(100, int)]
+    real = rng.standard_normal((160, 4)) + 3.0 * y[:, None]  # the classes differ
+    same = rng.standard_normal((160, 4)) + 3.0 * y[:, None]  # a perfect "generator"
+    far = rng.standard_normal((200, 4)) + 10.0               # a bad, unconditional one
+    wrong_mix = np.r_[rng.standard_normal((100, 4)), rng.standard_normal((100, 4)) + 3.0]
+    wrong_labels = np.r_[np.ones(100, int), np.zeros(100, int)]  # labels swapped: class-mismatched
+    res = gan.repeated_comparison(real, y, {"same": (same, y), "far": (far, None),
+                                            "swapped": (wrong_mix, wrong_labels)}, n_draws=8, seed=3)
+    assert res.n_a == res.n_b == 80 and res.n_draws == 8
+    assert res.fd[gan.FLOOR].shape == (8,)
+    med, lo, hi = res.interval("fd", gan.FLOOR)
+    assert lo <= med <= hi
+    d_same = res.difference("fd", "same")
+    assert d_same[1] <= 0.0 <= d_same[2]  # a perfect generator is not detectably above the floor
+    d_far = res.difference("fd", "far")
+    assert d_far[1] > 50  # far above the floor in every draw
+    assert res.interval("precision", "far")[2] == 0.0 and res.interval("recall", "far")[2] == 0.0
+    assert res.difference("fd", "swapped")[1] > 1.0  # a class-mismatched set is detected
+    # the draws are seeded: the same call gives the same numbers
+    again = gan.repeated_comparison(real, y, {"same": (same, y), "far": (far, None),
+                                              "swapped": (wrong_mix, wrong_labels)}, n_draws=8, seed=3)
+    np.testing.assert_array_equal(res.fd["far"], again.fd["far"])
+    # the per-draw values agree with the one-shot functions on the same halves
+    a, b = gan.stratified_halves(y, 8, seed=3)
+    assert res.fd[gan.FLOOR][0] == pytest.approx(gan.frechet_distance(real[a[0]], real[b[0]]))
+    assert (res.precision[gan.FLOOR][0], res.recall[gan.FLOOR][0]) == gan.precision_recall(real[b[0]], real[a[0]])
+    # a candidate's values do not depend on the other candidates of the call (paired across calls)
+    alone = gan.repeated_comparison(real, y, {"swapped": (wrong_mix, wrong_labels)}, n_draws=8, seed=3)
+    np.testing.assert_array_equal(alone.fd["swapped"], res.fd["swapped"])
+    np.testing.assert_array_equal(alone.fd[gan.FLOOR], res.fd[gan.FLOOR])
+    with pytest.raises(ValueError, match="metric"):
+        res.values("fid", "same")
+    with pytest.raises(ValueError, match="name of the floor"):
+        gan.repeated_comparison(real, y, {gan.FLOOR: (same, y)}, n_draws=2)

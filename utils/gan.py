@@ -19,13 +19,20 @@
 * :func:`frechet_distance`, :func:`precision_recall` (k-NN manifolds,
   Kynkäänniemi et al., 2019) and :func:`nearest_distances` (memorisation) work
   on NumPy feature arrays from any feature extractor, e.g.
-  :func:`penultimate_features` of a chapter 2 classifier.
+  :func:`penultimate_features` of a chapter 2 classifier.  :func:`sqrtm_real`
+  warns (:class:`FrechetWarning`) when a matrix square root has a large
+  imaginary part instead of dropping it silently.
+* :func:`repeated_comparison` repeats FD and precision/recall over random,
+  class-matched halves of a real set (:func:`stratified_halves`,
+  :func:`matched_subset`): the other half is the real-vs-real floor at the same
+  sample size and class mix, and the draws give intervals and paired differences.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+import zlib
 from typing import Sequence
 
 import keras
@@ -393,35 +400,79 @@ def penultimate_features(model, x: np.ndarray, *, layer: str | None = None, batc
     return np.asarray(extractor.predict(np.asarray(x, "float32"), batch_size=batch_size, verbose=0), "float64")
 
 
-def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (rows = samples).
+class FrechetWarning(RuntimeWarning):
+    """The matrix square root of a Fréchet distance had a large imaginary part (the value is unreliable)."""
 
-    FD = ||μa − μb||² + tr(Σa + Σb − 2 (Σa Σb)^{1/2})  (Dowson & Landau, 1982; the FID
-    of Heusel et al., 2017, uses Inception-v3 features).  The matrix square root comes
-    from ``scipy.linalg.sqrtm``; its tiny imaginary parts (round-off) are dropped, and
-    a singular product is regularised by adding 1e-6·I to both covariances.  The value
-    depends on the feature extractor: compare numbers only under the same one.
+
+def sqrtm_real(matrix: np.ndarray, *, imag_tol: float = 1e-3) -> np.ndarray:
+    """Principal square root of ``matrix`` (``scipy.linalg.sqrtm``) as a real array.
+
+    The product of two covariance matrices has real, non-negative eigenvalues, so its square root
+    is real in exact arithmetic; round-off leaves small imaginary parts, which are dropped.  An
+    imaginary part larger than ``imag_tol`` times the largest real entry is not round-off (a
+    nearly singular or badly conditioned product, too few samples for the number of features):
+    it is still dropped, but with a :class:`FrechetWarning`, so that an unreliable value is not
+    reported silently.
     """
     from scipy import linalg
 
+    return _checked_real(linalg.sqrtm(np.asarray(matrix, "float64")), imag_tol)
+
+
+def _checked_real(root: np.ndarray, imag_tol: float) -> np.ndarray:
+    """The real part of a matrix square root, with a :class:`FrechetWarning` if its imaginary part is large."""
+    if np.iscomplexobj(root):
+        imag = float(np.max(np.abs(root.imag))) if root.size else 0.0
+        scale = float(np.max(np.abs(root.real))) if root.size else 0.0
+        if imag > imag_tol * max(scale, 1e-12):
+            warnings.warn(f"the matrix square root has an imaginary part of up to {imag:.3g} (largest real entry "
+                          f"{scale:.3g}); it is dropped, but the Fréchet distance is unreliable: use more samples "
+                          f"or fewer features", FrechetWarning, stacklevel=4)
+        root = root.real
+    return root
+
+
+def _covmean_trace(cov_a: np.ndarray, cov_b: np.ndarray, imag_tol: float) -> float:
+    """tr((Σa Σb)^{1/2}), regularising a singular product with 1e-6·I on both covariances."""
+    from scipy import linalg
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", linalg.LinAlgWarning)
+        root = linalg.sqrtm(cov_a @ cov_b)
+    singular = any(issubclass(w.category, linalg.LinAlgWarning) for w in caught)
+    if singular or not np.all(np.isfinite(root)):  # singular product (e.g. dead ReLU features)
+        eps = np.eye(len(cov_a)) * 1e-6
+        root = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
+    return float(np.trace(_checked_real(root, imag_tol)))
+
+
+def _fd_from_moments(mu_a, cov_a, mu_b, cov_b, imag_tol: float) -> float:
+    diff = mu_a - mu_b
+    fd = float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * _covmean_trace(cov_a, cov_b, imag_tol))
+    return max(fd, 0.0)
+
+
+def _moments(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return f.mean(0), np.atleast_2d(np.cov(f, rowvar=False))
+
+
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, *, imag_tol: float = 1e-3) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (rows = samples).
+
+    FD = ||μa − μb||² + tr(Σa + Σb − 2 (Σa Σb)^{1/2})  (Dowson & Landau, 1982; the FID
+    of Heusel et al., 2017, uses Inception-v3 features), with covariances from ``np.cov``
+    (divisor n − 1).  The matrix square root comes from ``scipy.linalg.sqrtm`` through
+    :func:`sqrtm_real`: tiny imaginary parts (round-off) are dropped, a large one (relative to
+    ``imag_tol``) raises a :class:`FrechetWarning`; a singular product is regularised by adding
+    1e-6·I to both covariances.  The value depends on the feature extractor and is biased upwards
+    for small samples: compare numbers only under the same extractor and the same sample sizes.
+    """
     a, b = np.asarray(feats_a, "float64"), np.asarray(feats_b, "float64")
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"feature sets must be 2-D with the same number of columns, got {a.shape} and {b.shape}")
     if len(a) < 2 or len(b) < 2:
         raise ValueError("each feature set needs at least 2 rows to estimate a covariance")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(cov_a @ cov_b)
-    if caught or not np.all(np.isfinite(covmean)):  # singular product (e.g. dead ReLU features)
-        eps = np.eye(len(cov_a)) * 1e-6
-        covmean = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
-    if np.iscomplexobj(covmean):
-        covmean = covmean.real
-    diff = mu_a - mu_b
-    fd = float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean))
-    return max(fd, 0.0)
+    return _fd_from_moments(*_moments(a), *_moments(b), imag_tol)
 
 
 def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -494,3 +545,141 @@ def gaussian_baseline(x_train: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out = rng.normal(x.mean(0), x.std(0), size=(int(n), *x.shape[1:]))
     return np.clip(out, 0.0, 1.0).astype("float32")
+
+
+# ---------------------------------------------------------------------------
+# repeated, class-matched comparisons (FD and precision/recall with intervals)
+# ---------------------------------------------------------------------------
+
+FLOOR = "real (other half)"
+
+
+def stratified_halves(labels, n_draws: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n_draws`` random splits of a labelled set into two halves with the same class counts.
+
+    Returns index arrays ``(a, b)`` of shape ``(n_draws, n_a)`` and ``(n_draws, n_b)``: in each
+    draw every class is shuffled and cut in two (an odd class count gives its extra image to
+    ``b``), so ``a`` and ``b`` are disjoint, cover the set, and have the same class mix.
+    """
+    y = np.asarray(labels).reshape(-1)
+    if int(n_draws) < 1:
+        raise ValueError(f"n_draws must be >= 1, got {n_draws!r}")
+    classes = np.unique(y)
+    if any((y == c).sum() < 4 for c in classes):
+        raise ValueError("each class needs at least 4 examples to be split into halves of 2 or more")
+    rng = np.random.default_rng(seed)
+    a, b = [], []
+    for _ in range(int(n_draws)):
+        parts = [rng.permutation(np.flatnonzero(y == c)) for c in classes]
+        a.append(np.concatenate([p[:len(p) // 2] for p in parts]))
+        b.append(np.concatenate([p[len(p) // 2:] for p in parts]))
+    return np.array(a), np.array(b)
+
+
+def matched_subset(pool_labels, target_labels, rng: np.random.Generator) -> np.ndarray:
+    """Indices into a pool, drawn without replacement, with the class counts of ``target_labels``.
+
+    ``pool_labels=None`` (an unconditional pool, e.g. pixel noise) is not allowed here; draw
+    ``rng.choice(len(pool), n, replace=False)`` for that case.
+    """
+    pool = np.asarray(pool_labels).reshape(-1)
+    target = np.asarray(target_labels).reshape(-1)
+    out = []
+    for c in np.unique(target):
+        have, need = np.flatnonzero(pool == c), int((target == c).sum())
+        if len(have) < need:
+            raise ValueError(f"the pool has {len(have)} examples of class {c}, {need} are needed")
+        out.append(rng.choice(have, need, replace=False))
+    return np.concatenate(out)
+
+
+class RepeatedComparison:
+    """FD, precision and recall of several image sets against random halves of a real set.
+
+    Built by :func:`repeated_comparison`.  ``fd[name]``, ``precision[name]``, ``recall[name]`` hold
+    one value per draw; :data:`FLOOR` is the other real half, the value a perfect generator
+    would reach at this sample size.  :meth:`interval` gives the median and the 2.5th and
+    97.5th percentiles over the draws, :meth:`difference` the same for the per-draw (paired)
+    difference between two sets, which were compared with the same real half in every draw.
+    """
+
+    def __init__(self, fd, precision, recall, n_a: int, n_b: int, n_draws: int):
+        self.fd, self.precision, self.recall = fd, precision, recall
+        self.n_a, self.n_b, self.n_draws = n_a, n_b, n_draws
+
+    def values(self, metric: str, name: str) -> np.ndarray:
+        """The per-draw values of ``metric`` (``"fd"``, ``"precision"`` or ``"recall"``) for set ``name``."""
+        if metric not in ("fd", "precision", "recall"):
+            raise ValueError(f"metric must be 'fd', 'precision' or 'recall', got {metric!r}")
+        return getattr(self, metric)[name]
+
+    @staticmethod
+    def _summary(v: np.ndarray) -> tuple[float, float, float]:
+        lo, med, hi = np.percentile(v, [2.5, 50, 97.5])
+        return float(med), float(lo), float(hi)
+
+    def interval(self, metric: str, name: str) -> tuple[float, float, float]:
+        """(median, 2.5th percentile, 97.5th percentile) of ``metric`` for ``name`` over the draws."""
+        return self._summary(self.values(metric, name))
+
+    def difference(self, metric: str, name: str, reference: str = FLOOR) -> tuple[float, float, float]:
+        """The same for the per-draw difference ``name − reference`` (paired: same real half per draw)."""
+        return self._summary(self.values(metric, name) - self.values(metric, reference))
+
+
+def _knn_radii_cdist(f: np.ndarray, k: int) -> np.ndarray:
+    """:func:`knn_radii` with ``scipy.spatial.distance.cdist`` (the same values; faster for a few hundred rows)."""
+    from scipy.spatial.distance import cdist
+
+    d = cdist(f, f)
+    np.fill_diagonal(d, np.inf)
+    return np.partition(d, k - 1, axis=1)[:, k - 1]
+
+
+def repeated_comparison(real_feats, real_labels, candidates: dict, *, n_draws: int = 20, seed: int = 0,
+                        k: int = 3) -> RepeatedComparison:
+    """Compare each candidate set with random class-matched halves of a real set, ``n_draws`` times.
+
+    In every draw the real set (``real_feats``, rows = images, with ``real_labels``) is split by
+    :func:`stratified_halves` into halves A and B.  The floor (:data:`FLOOR`) compares A with B.
+    Each candidate ``name: (feats, labels)`` contributes a subset with A's class counts
+    (:func:`matched_subset`; ``labels=None`` for an unconditional set: a random subset of A's
+    size) and is compared with the same B.  Every comparison thus has the same sample sizes and
+    the same class mix on both sides, and the floor comes from images the caller keeps away from
+    the feature extractor's training.  Features are computed once by the caller; only indices
+    change between draws.  The halves depend only on ``seed`` and each candidate's subsets only on
+    ``seed`` and its name, so two calls with the same seed share the halves and the per-draw values
+    of a candidate, and differences between calls are paired.
+    """
+    from scipy.spatial.distance import cdist
+
+    real = np.asarray(real_feats, "float64")
+    y = np.asarray(real_labels).reshape(-1)
+    if len(real) != len(y):
+        raise ValueError(f"real_feats has {len(real)} rows but real_labels has {len(y)}")
+    if FLOOR in candidates:
+        raise ValueError(f"{FLOOR!r} is the name of the floor; give the candidate another name")
+    idx_a, idx_b = stratified_halves(y, n_draws, seed=seed)
+    # one random stream per candidate, named by the candidate: its subsets (and so its values) do not
+    # depend on which other candidates are compared in the same call
+    rngs = {name: np.random.default_rng([int(seed), zlib.crc32(name.encode())]) for name in candidates}
+    names = [FLOOR, *candidates]
+    out = {m: {n: np.empty(len(idx_a)) for n in names} for m in ("fd", "precision", "recall")}
+    for r, (ia, ib) in enumerate(zip(idx_a, idx_b)):
+        fb = real[ib]
+        mom_b = _moments(fb)
+        radii_b = _knn_radii_cdist(fb, k)
+        sets = {FLOOR: real[ia]}
+        for name, (feats, labels) in candidates.items():
+            feats = np.asarray(feats, "float64")
+            rng = rngs[name]
+            pick = (rng.choice(len(feats), len(ia), replace=False) if labels is None
+                    else matched_subset(labels, y[ia], rng))
+            sets[name] = feats[pick]
+        for name, fa in sets.items():
+            out["fd"][name][r] = _fd_from_moments(*_moments(fa), *mom_b, 1e-3)
+            d = cdist(fa, fb)  # (n_a, n_b); for these small sets faster than _pairwise's matrix product
+            out["precision"][name][r] = float(np.mean((d <= radii_b[None, :]).any(axis=1)))
+            out["recall"][name][r] = float(np.mean((d.T <= _knn_radii_cdist(fa, k)[None, :]).any(axis=1)))
+    return RepeatedComparison(out["fd"], out["precision"], out["recall"], idx_a.shape[1], idx_b.shape[1],
+                              len(idx_a))
