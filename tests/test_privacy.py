@@ -588,3 +588,57 @@ def test_epsilon_from_dp_accounting():
     assert privacy.dp_epsilon(sigma - 0.01, q, steps, delta) > 2.0
     with pytest.raises(ValueError, match="accountant"):
         privacy.dp_epsilon(1.0, q, steps, delta, accountant="moments")
+
+
+def _dp_run(secure, seed, epochs=1.0):
+    """Weights after a short DP-SGD run from fixed initial weights (only the sampling and noise vary)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = privacy.small_cnn((8, 8, 1), 2, width=2)
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 8, 8, 1), dtype=np.float32)
+    y = rng.integers(0, 2, 40)
+    run = privacy.train_dp_sgd(model, x, y, epochs=epochs, expected_batch_size=10, learning_rate=0.1,
+                               l2_norm_clip=1.0, noise_multiplier=1.0, seed=seed, secure=secure)
+    return run, np.concatenate([np.ravel(w) for w in model.get_weights()])
+
+
+def test_seeded_dp_sgd_reproduces(batch):
+    run_a, w_a = _dp_run(False, 3)
+    run_b, w_b = _dp_run(False, 3)
+    _, w_c = _dp_run(False, 4)
+    assert not run_a["secure"]
+    assert run_a["examples_seen"] == run_b["examples_seen"]
+    np.testing.assert_array_equal(w_a, w_b)  # same seed: same sampling, same noise, same model
+    assert not np.allclose(w_a, w_c)
+
+
+def test_secure_dp_sgd_draws_differently_each_time(batch):
+    run_a, w_a = _dp_run(True, None, epochs=2.0)
+    run_b, w_b = _dp_run(True, None, epochs=2.0)
+    assert run_a["secure"] and run_b["secure"] and run_a["steps"] == run_b["steps"] == 8
+    assert not np.allclose(w_a, w_b)  # nothing seeded: another run is another draw
+    with pytest.raises(ValueError, match="seed=None"):
+        _dp_run(True, 0)  # a seed with secure=True would make it reproducible again
+    with pytest.raises(ValueError, match="secure=True"):
+        _dp_run(False, None)
+
+
+def test_secure_noise_seeds_change_every_step(batch, monkeypatch):
+    # the Poisson sample and the noise seed are redrawn from OS entropy at every step
+    calls = []
+    real = privacy.secure_uniform
+    monkeypatch.setattr(privacy, "secure_uniform", lambda n: calls.append(n) or real(n))
+    run, _ = _dp_run(True, None)
+    assert calls == [40] * run["steps"]
+
+
+def test_secure_uniform_is_uniform_and_unseeded():
+    a, b = privacy.secure_uniform(20_000), privacy.secure_uniform(20_000)
+    assert a.shape == (20_000,) and a.min() >= 0 and a.max() < 1
+    assert abs(a.mean() - 0.5) < 0.01 and abs(a.std() - np.sqrt(1 / 12)) < 0.01
+    assert not np.array_equal(a, b)
+    assert len(privacy.secure_uniform(0)) == 0
+    with pytest.raises(ValueError):
+        privacy.secure_uniform(-1)

@@ -28,7 +28,8 @@ Three ways of protecting patients, each with what it does *not* protect against:
   ``keras.ops``; :func:`per_example_gradients` computes the per-example
   gradients and is **TensorFlow-backend only** (``tf.vectorized_map`` over a
   ``tf.GradientTape``); :func:`train_dp_sgd` trains with Poisson-sampled
-  batches, and :func:`dp_epsilon` reports ε with Google's ``dp_accounting``
+  batches (seeded for lessons, or ``secure=True``: sampling and noise seeds from
+  the operating system's entropy, for a real release), and :func:`dp_epsilon` reports ε with Google's ``dp_accounting``
   library (RDP or PLD accountant).
 """
 
@@ -37,7 +38,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import hmac
+import os
 import re
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -54,7 +57,7 @@ __all__ = [
     "AuditEntry", "Deidentified", "profile_table", "profile_code", "applied_action", "remap_uid", "pseudonym",
     "deidentify", "clean_pixels", "surviving_identifiers", "compare_with_library",
     "split_by_label_mix", "small_cnn", "fedavg", "federated_averaging",
-    "per_example_gradients", "clip_and_noise", "train_dp_sgd", "dp_epsilon", "noise_for_epsilon",
+    "per_example_gradients", "clip_and_noise", "train_dp_sgd", "secure_uniform", "dp_epsilon", "noise_for_epsilon",
 ]
 
 # ---------------------------------------------------------------------------
@@ -887,7 +890,7 @@ def clip_and_noise(per_example_grads: Sequence, *, l2_norm_clip: float, noise_mu
 
 def train_dp_sgd(model, x: np.ndarray, y: np.ndarray, *, epochs: float, expected_batch_size: int,
                  learning_rate: float, l2_norm_clip: float, noise_multiplier: float, momentum: float = 0.0,
-                 seed: int = 0) -> dict:
+                 seed: int | None = 0, secure: bool = False) -> dict:
     """Train ``model`` (logits output) with DP-SGD on ``(x, y)``; **TensorFlow backend only**.
 
     Batches are drawn by **Poisson sampling** (every example independently with
@@ -898,9 +901,30 @@ def train_dp_sgd(model, x: np.ndarray, y: np.ndarray, *, epochs: float, expected
     with ``steps``, ``sampling_probability``, ``seconds``, ``examples_seen``
     and ``mean_norm`` (the mean per-example gradient norm of each step).
     Pass ``steps`` and ``sampling_probability`` to :func:`dp_epsilon`.
+
+    **Seeded or secure randomness.** With ``secure=False`` (the default, for lessons and tests) the
+    Poisson sampling comes from ``np.random.default_rng(seed)`` and the noise from
+    ``keras.random.SeedGenerator(seed)``: the run is reproducible, and for that very reason it is **not
+    private** against anyone who knows the seed (a published notebook publishes it): they can regenerate
+    every noise vector and subtract it.  With ``secure=True`` (``seed`` must then be ``None``) nothing is
+    seeded: each step's Poisson sample is drawn from the operating system's cryptographically secure
+    generator (:func:`os.urandom`, the source of :mod:`secrets`), and each step's noise from a fresh
+    ``SeedGenerator`` state of 124 bits of OS entropy (:func:`secrets.randbits`).  That is the strongest
+    honest option with Keras: its random ops (Philox / ThreeFry counter-based generators behind
+    ``tf.random.stateless_normal`` or ``jax.random``) are statistically good but not vetted CSPRNGs, and
+    the floating-point Gaussian sampler has known weaknesses (the "floating-point attacks" on DP noise).
+    A production library goes further: Opacus' ``secure_mode`` draws noise and sampling from
+    ``torchcsprng`` (AES-128 in counter mode, keyed from the OS) and sums several Gaussian draws per
+    coordinate to blunt the floating-point attack.  ``dict["secure"]`` records which mode ran.
     """
     import keras
     import tensorflow as tf
+
+    if secure and seed is not None:
+        raise ValueError("secure=True draws its randomness from the operating system: pass seed=None "
+                         "(a seed would make the run reproducible, and so not private, for whoever knows it)")
+    if not secure and seed is None:
+        raise ValueError("seed=None needs secure=True; give an integer seed for a reproducible (lesson) run")
 
     n = len(x)
     if not 0 < expected_batch_size <= n:
@@ -910,7 +934,7 @@ def train_dp_sgd(model, x: np.ndarray, y: np.ndarray, *, epochs: float, expected
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum)
     optimizer.build(model.trainable_variables)
-    noise_seed = keras.random.SeedGenerator(seed)
+    noise_seed = keras.random.SeedGenerator(secrets.randbits(62) if secure else seed)
     spec = (tf.TensorSpec((None,) + tuple(x.shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int64))
 
     @tf.function(input_signature=spec)
@@ -929,13 +953,18 @@ def train_dp_sgd(model, x: np.ndarray, y: np.ndarray, *, epochs: float, expected
                                   expected_batch_size=float(expected_batch_size), seed=noise_seed)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
 
-    rng = np.random.default_rng(seed)
+    rng = None if secure else np.random.default_rng(seed)
     x = np.asarray(x, dtype="float32")
     y = np.asarray(y).reshape(-1).astype("int64")
     mean_norms, seen = [], 0
     t0 = time.perf_counter()
     for _ in range(steps):
-        idx = np.flatnonzero(rng.random(n) < q)
+        if secure:
+            idx = np.flatnonzero(secure_uniform(n) < q)
+            # a fresh noise seed from OS entropy every step (Keras' generators cannot take a CSPRNG stream)
+            noise_seed.state.assign(np.array([secrets.randbits(62), secrets.randbits(62)], dtype="int64"))
+        else:
+            idx = np.flatnonzero(rng.random(n) < q)
         if len(idx):
             mean_norms.append(float(step(x[idx], y[idx])))
         else:
@@ -943,7 +972,21 @@ def train_dp_sgd(model, x: np.ndarray, y: np.ndarray, *, epochs: float, expected
             mean_norms.append(float("nan"))
         seen += len(idx)
     return dict(steps=steps, sampling_probability=q, seconds=time.perf_counter() - t0, examples_seen=seen,
-                mean_norm=np.asarray(mean_norms))
+                mean_norm=np.asarray(mean_norms), secure=bool(secure))
+
+
+def secure_uniform(n: int) -> np.ndarray:
+    """``n`` uniform numbers in [0, 1) from the operating system's CSPRNG (:func:`os.urandom`).
+
+    Each number is the top 53 bits of 8 random bytes times 2**-53, so every double of the grid
+    ``k / 2**53`` is equally likely.  Nothing is seeded: two calls never repeat.  Used for DP-SGD's
+    Poisson sampling in :func:`train_dp_sgd` with ``secure=True``.
+    """
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    words = np.frombuffer(os.urandom(8 * n), dtype=np.uint64)
+    return (words >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
 
 
 def dp_epsilon(noise_multiplier: float, sampling_probability: float, steps: int, delta: float, *,
