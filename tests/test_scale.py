@@ -47,6 +47,28 @@ def test_streaming_pipelines_yield_every_image_once(tmp_path, mode):
         scale.make_dataset(str(tmp_path / "none-*.tfrecord"), sh.image_shape)
 
 
+def test_the_tuned_pipeline_shuffles_the_order_of_the_shards_every_epoch(tmp_path):
+    x, y = _images(64, seed=2)
+    sh = scale.write_shards(x, y, tmp_path, n_shards=8)
+    x_shard = np.arange(64) % 8  # the shard each image was dealt into
+
+    def first_shards(ds, epochs):
+        out = []
+        for _ in range(epochs):  # a batch of 1 and a buffer of 1: the stream in shard order
+            imgs = np.concatenate([a.numpy() for a, _ in ds])
+            idx = [int(np.flatnonzero((x == np.round(im[..., 0] * 255)).all(axis=(1, 2)))[0]) for im in imgs[:8]]
+            out.append(tuple(x_shard[idx]))
+        return out
+
+    plain = scale.make_dataset(sh.pattern, sh.image_shape, batch_size=1, mode="tuned")
+    shuffled = scale.make_dataset(sh.pattern, sh.image_shape, batch_size=1, mode="tuned", shuffle_buffer=1, seed=3)
+    assert first_shards(plain, 2) == [(0, 1, 2, 3, 0, 1, 2, 3)] * 2  # interleave of 4 shards, fixed order
+    e1, e2 = first_shards(shuffled, 2)
+    assert e1 != e2 and (e1[:4] != (0, 1, 2, 3) or e2[:4] != (0, 1, 2, 3))
+    again = scale.make_dataset(sh.pattern, sh.image_shape, batch_size=1, mode="tuned", shuffle_buffer=1, seed=3)
+    assert first_shards(again, 2) == [e1, e2]  # seeded: the same run twice gives the same order
+
+
 def test_augmented_copies_grow_the_dataset_and_keep_the_original():
     x, _ = _images(10, seed=2)
     big = scale.augment_copies(x, 3, seed=0)

@@ -159,7 +159,9 @@ def make_dataset(pattern: str, image_shape: Sequence[int], *, batch_size: int = 
     parsing so that ``tf.io.parse_example``, ``decode_raw`` and the augmentation
     work on whole batches, run the map with ``num_parallel_calls=AUTOTUNE``, and
     ``prefetch`` so that the next batch is prepared while the model trains.
-    Both yield the same images; only the order differs when shuffling or
+    With ``shuffle_buffer`` the tuned mode also shuffles the order of the shards
+    every epoch (before interleaving) and then records within the buffer; the
+    naive mode shuffles records within the buffer only.  Both yield the same images; only the order differs when shuffling or
     interleaving.  ``augment`` adds a random shift of up to 2 pixels (pad and
     crop), the same in both modes.  Memory stays bounded by the buffers
     (shuffle buffer, prefetch depth, parallel calls), not by the dataset size.
@@ -213,6 +215,8 @@ def make_dataset(pattern: str, image_shape: Sequence[int], *, batch_size: int = 
         return img, ex[LABEL_KEY]
 
     ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_buffer:  # the order of the shards changes every epoch; the buffer then mixes records locally
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), num_parallel_calls=autotune)
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed)
