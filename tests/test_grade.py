@@ -199,3 +199,26 @@ def test_a_submission_runs_against_the_copy_not_the_course(graded):
     out = graded["out"] / "executed" / "mallory" / "01_demo.ipynb"
     nb = nbformat.read(out, as_version=4)
     assert nb.cells[2].source == "from utils import exercises"
+
+
+def test_the_notebook_time_limit_stops_the_kernel_too(tmp_path):
+    import psutil
+
+    source = tmp_path / "source"
+    source.mkdir()
+    teacher = teacher_notebook()
+    nbformat.write(teacher, source / "01_demo.ipynb")
+    nb = student.student_notebook(teacher, "01_demo.ipynb")
+    _answer(nb, "return x * x", "import time\nwhile True:\n    time.sleep(0.1)", "total = 10")
+    folder = tmp_path / "submitted" / "zoe"
+    folder.mkdir(parents=True)
+    nbformat.write(nb, folder / "01_demo.ipynb")
+    before = {p.pid for p in psutil.process_iter()}
+    # a cell limit longer than the notebook's: only the notebook limit can stop it
+    assert grade.main([str(tmp_path / "submitted"), "--source", str(source), "--out", str(tmp_path / "g"),
+                       "--cell-timeout", "600", "--timeout", "25"]) == 0
+    kernels = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before
+               and "ipykernel_launcher" in " ".join(p.info["cmdline"] or [])]
+    assert not kernels, "the kernel of a stopped submission is still running"
+    rows = list(csv.DictReader(open(tmp_path / "g" / "grades.csv", encoding="utf-8")))
+    assert [r["status"] for r in rows] == ["timeout"] * 3  # killed before it could save what ran

@@ -285,6 +285,25 @@ def _run_one(in_path: Path, out_path: Path, cell_timeout: int) -> int:
     return 0
 
 
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """Kill the grading process and everything it started (the kernel runs in a session of its own)."""
+    import psutil
+
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    for p in family:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def _execute(sub: Submission, source_nb, course: dict[str, bytes], out: Path, cell_timeout: int,
              timeout: int) -> None:
     name = sub.chapter.name if sub.chapter else sub.path.name
@@ -317,7 +336,7 @@ def _execute(sub: Submission, source_nb, course: dict[str, bytes], out: Path, ce
         try:
             _, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            _kill_tree(proc)
             proc.communicate()
             sub.problems.append(f"ran past the notebook time limit ({timeout} s) and was stopped")
             err = b""
