@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from utils import data, report
+from utils import data, exercises, report
 from utils.exercises import BEGIN, END, STRICT_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -313,3 +313,13 @@ def leaked_lines(nb, student_nb) -> list[str]:
     return sorted((solution & student_lines) - _public_lines(nb))
 
 
+# ------------------------------------------------------------------ exercise checks (tests/test_checks_chN.py)
+def placeholder(*args, **kwargs):
+    """A student's function not written yet: what the student edition leaves in its body."""
+    raise exercises.NotAttempted("Exercise: write your code here")
+
+
+def reported_not_attempted(result, capsys, label: str | None = None) -> bool:
+    """True if a check returned False and printed "not attempted" (for ``label``, when given)."""
+    out = capsys.readouterr().out
+    return not result and (f"Exercise {label}: not attempted" if label else "not attempted") in out

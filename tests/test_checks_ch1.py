@@ -7,7 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from conftest import resolve_real_sample
+from conftest import placeholder, reported_not_attempted, resolve_real_sample
 from utils import exercises, imaging
 from utils.checks import ch1
 
@@ -30,10 +30,6 @@ def head_ct(sample):
     return sample("pydicom-data-samples", "693_UNCR.dcm")
 
 
-def placeholder_fn(*args):
-    raise exercises.NotAttempted("Exercise: write your code here")
-
-
 def passes(result, capsys) -> bool:
     out = capsys.readouterr().out
     assert out.count("\n") == 1, out  # one line per check
@@ -43,11 +39,6 @@ def passes(result, capsys) -> bool:
 def fails(result, capsys) -> bool:
     out = capsys.readouterr().out
     return not bool(result) and "not yet" in out
-
-
-def not_attempted(result, capsys) -> bool:
-    out = capsys.readouterr().out
-    return not bool(result) and "not attempted" in out
 
 
 # ---------------------------------------------------------------------------
@@ -105,8 +96,8 @@ def test_1_1_wrong_answers_fail(fn, head_ct, capsys):
 
 
 def test_1_1_placeholder_is_not_attempted(capsys):
-    assert not_attempted(ch1.ex_1_1(placeholder_fn), capsys)
-    assert not_attempted(ch1.ex_1_1(lambda *a: exercises.NOT_ATTEMPTED), capsys)
+    assert reported_not_attempted(ch1.ex_1_1(placeholder), capsys)
+    assert reported_not_attempted(ch1.ex_1_1(lambda *a: exercises.NOT_ATTEMPTED), capsys)
 
 
 def test_1_1_strict_mode_raises_on_a_wrong_answer(monkeypatch):
@@ -150,7 +141,7 @@ def test_1_2_wrong_answers_fail(fn, capsys):
 
 
 def test_1_2_placeholder_is_not_attempted(capsys):
-    assert not_attempted(ch1.ex_1_2(placeholder_fn), capsys)
+    assert reported_not_attempted(ch1.ex_1_2(placeholder), capsys)
 
 
 # ---------------------------------------------------------------------------
@@ -187,7 +178,7 @@ def test_1_3_wrong_answers_fail(fn, capsys):
 
 
 def test_1_3_placeholder_is_not_attempted(capsys):
-    assert not_attempted(ch1.ex_1_3(placeholder_fn), capsys)
+    assert reported_not_attempted(ch1.ex_1_3(placeholder), capsys)
 
 
 # ---------------------------------------------------------------------------
@@ -252,7 +243,7 @@ def test_1_4_wrong_answers_fail(fn, capsys):
 
 
 def test_1_4_placeholder_is_not_attempted(capsys):
-    assert not_attempted(ch1.ex_1_4(placeholder_fn, STUDIES), capsys)
+    assert reported_not_attempted(ch1.ex_1_4(placeholder, STUDIES), capsys)
 
 
 # ---------------------------------------------------------------------------
@@ -307,7 +298,7 @@ def test_1_5_wrong_answers_fail(fn, capsys):
 
 
 def test_1_5_placeholder_is_not_attempted(capsys):
-    assert not_attempted(ch1.ex_1_5(placeholder_fn, [identified()], KEYWORDS), capsys)
+    assert reported_not_attempted(ch1.ex_1_5(placeholder, [identified()], KEYWORDS), capsys)
 
 
 # ---------------------------------------------------------------------------
@@ -394,5 +385,5 @@ def test_1_6_wrong_answers_fail(fn, capsys):
 
 
 def test_1_6_placeholder_is_not_attempted(capsys):
-    assert not_attempted(ch1.ex_1_6(placeholder_fn), capsys)
-    assert not_attempted(ch1.ex_1_6(lambda p, o: exercises.NOT_ATTEMPTED), capsys)
+    assert reported_not_attempted(ch1.ex_1_6(placeholder), capsys)
+    assert reported_not_attempted(ch1.ex_1_6(lambda p, o: exercises.NOT_ATTEMPTED), capsys)

@@ -9,22 +9,9 @@ import pytest
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
+from conftest import placeholder, reported_not_attempted
 from utils import classify, exercises, metrics
 from utils.checks import ch2
-
-
-@pytest.fixture(autouse=True)
-def not_strict(monkeypatch):
-    monkeypatch.delenv(exercises.STRICT_ENV, raising=False)
-
-
-def _placeholder_fn(*args):
-    raise exercises.NotAttempted("Exercise: write your code here")
-
-
-def _not_attempted(result, capsys, label):
-    out = capsys.readouterr().out
-    return not result and f"Exercise {label}: not attempted" in out
 
 
 # ---------------------------------------------------------------------------
@@ -50,7 +37,7 @@ def test_ex_2_1_fails_wrong_answers(wrong):
 
 
 def test_ex_2_1_placeholder(capsys):
-    assert _not_attempted(ch2.ex_2_1(exercises.NOT_ATTEMPTED), capsys, "2.1")
+    assert reported_not_attempted(ch2.ex_2_1(exercises.NOT_ATTEMPTED), capsys, "2.1")
 
 
 # ---------------------------------------------------------------------------
@@ -94,7 +81,7 @@ def test_ex_2_2_fails_wrong_answers(wrong):
 
 
 def test_ex_2_2_placeholder(capsys):
-    assert _not_attempted(ch2.ex_2_2(_placeholder_fn), capsys, "2.2")
+    assert reported_not_attempted(ch2.ex_2_2(placeholder), capsys, "2.2")
 
 
 # ---------------------------------------------------------------------------
@@ -151,7 +138,7 @@ def test_ex_2_3_fails_wrong_answers():
 
 
 def test_ex_2_3_placeholder(capsys):
-    assert _not_attempted(ch2.ex_2_3(exercises.NOT_ATTEMPTED, exercises.NOT_ATTEMPTED, exercises.NOT_ATTEMPTED,
+    assert reported_not_attempted(ch2.ex_2_3(exercises.NOT_ATTEMPTED, exercises.NOT_ATTEMPTED, exercises.NOT_ATTEMPTED,
                                      VAL, TEST), capsys, "2.3")
 
 
@@ -244,7 +231,7 @@ def test_ex_2_4_fails_wrong_answers():
 def test_ex_2_4_placeholder(capsys):
     x, y = _images()
     na = exercises.NOT_ATTEMPTED
-    assert _not_attempted(ch2.ex_2_4(na, na, x, y, auc_marked=na, auc_clean=na, mass_marked=na, mass_clean=na),
+    assert reported_not_attempted(ch2.ex_2_4(na, na, x, y, auc_marked=na, auc_clean=na, mass_marked=na, mass_clean=na),
                           capsys, "2.4")
-    assert _not_attempted(ch2.ex_2_4(_network(), _placeholder_fn, x, y, auc_marked=0.9, auc_clean=0.8,
+    assert reported_not_attempted(ch2.ex_2_4(_network(), placeholder, x, y, auc_marked=0.9, auc_clean=0.8,
                                      mass_marked=0.5, mass_clean=0.1), capsys, "2.4")

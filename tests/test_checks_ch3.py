@@ -8,22 +8,9 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from conftest import placeholder, reported_not_attempted
 from utils import course, exercises, segment
 from utils.checks import ch3
-
-
-@pytest.fixture(autouse=True)
-def not_strict(monkeypatch):
-    monkeypatch.delenv(exercises.STRICT_ENV, raising=False)
-
-
-def _placeholder_fn(*args):
-    raise exercises.NotAttempted("Exercise: write your code here")
-
-
-def _not_attempted(result, capsys, label):
-    out = capsys.readouterr().out
-    return not result and f"Exercise {label}: not attempted" in out
 
 
 # ---------------------------------------------------------------------------
@@ -67,7 +54,7 @@ def test_ex_3_1_fails_wrong_answers(wrong):
 
 
 def test_ex_3_1_placeholder_and_crash(capsys):
-    assert _not_attempted(ch3.ex_3_1(_placeholder_fn), capsys, "3.1")
+    assert reported_not_attempted(ch3.ex_3_1(placeholder), capsys, "3.1")
     assert not ch3.ex_3_1(lambda a, b: 1 / 0)
     assert "ZeroDivisionError" in capsys.readouterr().out
 
@@ -104,8 +91,8 @@ def test_ex_3_2_fails_wrong_answers(a, b):
 
 
 def test_ex_3_2_placeholder(capsys):
-    assert _not_attempted(ch3.ex_3_2(exercises.NOT_ATTEMPTED, exercises.NOT_ATTEMPTED), capsys, "3.2")
-    assert _not_attempted(ch3.ex_3_2([0.6, 0.6], exercises.NOT_ATTEMPTED), capsys, "3.2")
+    assert reported_not_attempted(ch3.ex_3_2(exercises.NOT_ATTEMPTED, exercises.NOT_ATTEMPTED), capsys, "3.2")
+    assert reported_not_attempted(ch3.ex_3_2([0.6, 0.6], exercises.NOT_ATTEMPTED), capsys, "3.2")
 
 
 # ---------------------------------------------------------------------------
@@ -202,7 +189,7 @@ def test_ex_3_3_cases_separate_the_two_conventions():
 
 
 def test_ex_3_3_placeholder(capsys):
-    assert _not_attempted(ch3.ex_3_3(_placeholder_fn), capsys, "3.3")
+    assert reported_not_attempted(ch3.ex_3_3(placeholder), capsys, "3.3")
 
 
 # ---------------------------------------------------------------------------
@@ -298,4 +285,4 @@ def test_ex_3_4_fails_wrong_answers(gate_setup):
 
 def test_ex_3_4_placeholder(gate_setup, capsys):
     model, images, masks = gate_setup
-    assert _not_attempted(ch3.ex_3_4(_placeholder_fn, model, images, masks), capsys, "3.4")
+    assert reported_not_attempted(ch3.ex_3_4(placeholder, model, images, masks), capsys, "3.4")

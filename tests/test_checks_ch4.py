@@ -6,17 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import placeholder
 from utils import detect, exercises
 from utils.checks import ch4
-
-
-@pytest.fixture(autouse=True)
-def _not_strict(monkeypatch):
-    monkeypatch.delenv(exercises.STRICT_ENV, raising=False)
-
-
-def _placeholder(*args, **kwargs):
-    raise exercises.NotAttempted("replace this with your code")
 
 
 # --- 4.1 IoU ---------------------------------------------------------------------------------------------
@@ -54,7 +46,7 @@ def test_ex_4_1(capsys):
     assert not ch4.ex_4_1(iou_no_clip)
     assert not ch4.ex_4_1(lambda a, b: 0.1429)  # a number, not a computation
     capsys.readouterr()
-    assert not ch4.ex_4_1(_placeholder)
+    assert not ch4.ex_4_1(placeholder)
     assert "not attempted" in capsys.readouterr().out
 
 
@@ -106,9 +98,9 @@ def test_ex_4_2(capsys):
     assert not ch4.ex_4_2(lambda box, R: (5, 4, 0.125, 0.375, 2.75, 1.75), decode_ref)
     assert not ch4.ex_4_2(encode_ref, lambda i, j, dx, dy, sw, sh, R: (13, 20, 24, 27))
     capsys.readouterr()
-    assert not ch4.ex_4_2(_placeholder, decode_ref)
+    assert not ch4.ex_4_2(placeholder, decode_ref)
     assert "not attempted" in capsys.readouterr().out
-    assert not ch4.ex_4_2(encode_ref, _placeholder)
+    assert not ch4.ex_4_2(encode_ref, placeholder)
     assert "not attempted" in capsys.readouterr().out
 
 
@@ -169,7 +161,7 @@ def test_ex_4_3(capsys):
     fixed = screening_ref(val, test, 1.0)
     assert not ch4.ex_4_3(lambda v, t, m: fixed, val, test)  # the printed numbers typed in
     capsys.readouterr()
-    assert not ch4.ex_4_3(_placeholder, val, test)
+    assert not ch4.ex_4_3(placeholder, val, test)
     assert "not attempted" in capsys.readouterr().out
 
 
@@ -222,7 +214,7 @@ def test_ex_4_4(capsys):
     worked = froc_ref([0.9, 0.4, 0.7], [0.8, 0.3, 0.2, 0.6], 2)
     assert not ch4.ex_4_4(lambda les, fp, n: worked)  # the worked example's answer typed in
     capsys.readouterr()
-    assert not ch4.ex_4_4(_placeholder)
+    assert not ch4.ex_4_4(placeholder)
     assert "not attempted" in capsys.readouterr().out
 
 

@@ -7,17 +7,9 @@ import numpy as np
 import pytest
 from scipy import linalg
 
+from conftest import placeholder
 from utils import exercises, gan
 from utils.checks import ch5
-
-
-@pytest.fixture(autouse=True)
-def _not_strict(monkeypatch):
-    monkeypatch.delenv(exercises.STRICT_ENV, raising=False)
-
-
-def _placeholder(*args, **kwargs):
-    raise exercises.NotAttempted("write your code here")
 
 
 def _line(capsys) -> str:
@@ -69,7 +61,7 @@ def test_5_1_wrong_answers_fail(capsys, shares, bce):
 
 
 def test_5_1_placeholder_and_strict_mode(capsys, monkeypatch):
-    assert not ch5.ex_5_1(_placeholder, bce_ref)
+    assert not ch5.ex_5_1(placeholder, bce_ref)
     assert "not attempted" in _line(capsys)
     assert not ch5.ex_5_1(exercises.NOT_ATTEMPTED, exercises.NOT_ATTEMPTED)
     assert "not attempted" in _line(capsys)
@@ -102,7 +94,7 @@ def test_5_2_right_and_wrong_answers(capsys):
     assert not ch5.ex_5_2(lambda l: float(np.mean(np.logaddexp(0.0, np.asarray(l, float)))))  # softplus(+l): minimax sign
     assert not ch5.ex_5_2(lambda l: float(np.sum(np.logaddexp(0.0, -np.asarray(l, float)))))  # sum, not mean
     capsys.readouterr()
-    assert not ch5.ex_5_2(_placeholder)
+    assert not ch5.ex_5_2(placeholder)
     assert "not attempted" in _line(capsys)
 
 
@@ -152,9 +144,9 @@ def test_5_3_wrong_answers_fail():
 
 
 def test_5_3_placeholder(capsys):
-    assert not ch5.ex_5_3(_placeholder, collapsed_ref, CASES)
+    assert not ch5.ex_5_3(placeholder, collapsed_ref, CASES)
     assert "not attempted" in _line(capsys)
-    assert not ch5.ex_5_3(mp_ref, _placeholder, CASES)
+    assert not ch5.ex_5_3(mp_ref, placeholder, CASES)
     assert "not attempted" in _line(capsys)
 
 
@@ -206,5 +198,5 @@ def test_5_4_wrong_answers_fail():
 
 
 def test_5_4_placeholder(capsys):
-    assert not ch5.ex_5_4(_placeholder, FA, FB)
+    assert not ch5.ex_5_4(placeholder, FA, FB)
     assert "not attempted" in _line(capsys)

@@ -6,26 +6,12 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import pytest
 
+from conftest import placeholder, reported_not_attempted
 from utils import exercises, privacy, quality
 from utils.checks import ch6
 
 NA = exercises.NOT_ATTEMPTED
-
-
-@pytest.fixture(autouse=True)
-def not_strict(monkeypatch):
-    monkeypatch.delenv(exercises.STRICT_ENV, raising=False)
-
-
-def _placeholder_fn(*args):
-    raise exercises.NotAttempted("Exercise: write your code here")
-
-
-def _not_attempted(result, capsys, label):
-    out = capsys.readouterr().out
-    return not result and f"Exercise {label}: not attempted" in out
 
 
 # ---------------------------------------------------------------------------
@@ -97,8 +83,8 @@ def test_ex_6_p1_hash_fallback_catches_hash_based_uids(monkeypatch):
 
 def test_ex_6_p1_placeholder(capsys):
     a, b, same = _two_uids()
-    assert _not_attempted(ch6.ex_6_p1(NA, NA, NA, NA, UIDS, SALT), capsys, "6.p1")
-    assert _not_attempted(ch6.ex_6_p1(a, b, same, _placeholder_fn, UIDS, SALT), capsys, "6.p1")
+    assert reported_not_attempted(ch6.ex_6_p1(NA, NA, NA, NA, UIDS, SALT), capsys, "6.p1")
+    assert reported_not_attempted(ch6.ex_6_p1(a, b, same, placeholder, UIDS, SALT), capsys, "6.p1")
 
 
 # ---------------------------------------------------------------------------
@@ -133,7 +119,7 @@ def test_ex_6_p2():
 
 
 def test_ex_6_p2_placeholder(capsys):
-    assert _not_attempted(ch6.ex_6_p2(_placeholder_fn, _weights(0), [1, 2, 3]), capsys, "6.p2")
+    assert reported_not_attempted(ch6.ex_6_p2(placeholder, _weights(0), [1, 2, 3]), capsys, "6.p2")
 
 
 # ---------------------------------------------------------------------------
@@ -183,7 +169,7 @@ def test_ex_6_p3():
 
 
 def test_ex_6_p3_placeholder(capsys):
-    assert _not_attempted(ch6.ex_6_p3(_placeholder_fn, _per_example()), capsys, "6.p3")
+    assert reported_not_attempted(ch6.ex_6_p3(placeholder, _per_example()), capsys, "6.p3")
 
 
 # ---------------------------------------------------------------------------
@@ -216,9 +202,9 @@ def test_ex_6_1c():
 
 
 def test_ex_6_1_placeholders(capsys):
-    assert _not_attempted(ch6.ex_6_1a(NA, NA, Y, seed=1), capsys, "6.1a")
-    assert _not_attempted(ch6.ex_6_1b(_placeholder_fn), capsys, "6.1b")
-    assert _not_attempted(ch6.ex_6_1c(NA, Y, seed=1), capsys, "6.1c")
+    assert reported_not_attempted(ch6.ex_6_1a(NA, NA, Y, seed=1), capsys, "6.1a")
+    assert reported_not_attempted(ch6.ex_6_1b(placeholder), capsys, "6.1b")
+    assert reported_not_attempted(ch6.ex_6_1c(NA, Y, seed=1), capsys, "6.1c")
 
 
 # ---------------------------------------------------------------------------
@@ -253,7 +239,7 @@ def test_ex_6_2():
 
 def test_ex_6_2_placeholder(capsys):
     xtr, xte, ytr, yte = _splits()
-    assert _not_attempted(ch6.ex_6_2(NA, NA, xtr, xte, ytr, yte), capsys, "6.2")
+    assert reported_not_attempted(ch6.ex_6_2(NA, NA, xtr, xte, ytr, yte), capsys, "6.2")
 
 
 # ---------------------------------------------------------------------------
@@ -305,8 +291,8 @@ def test_ex_6_3b():
 
 def test_ex_6_3_placeholders(capsys):
     y, preds = _preds()
-    assert _not_attempted(ch6.ex_6_3(_placeholder_fn, y, preds), capsys, "6.3")
-    assert _not_attempted(ch6.ex_6_3b(NA, y, preds[0]), capsys, "6.3b")
+    assert reported_not_attempted(ch6.ex_6_3(placeholder, y, preds), capsys, "6.3")
+    assert reported_not_attempted(ch6.ex_6_3b(NA, y, preds[0]), capsys, "6.3b")
 
 
 def test_privacy_reference_matches_the_check():
