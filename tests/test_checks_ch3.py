@@ -99,14 +99,21 @@ def test_ex_3_2_placeholder(capsys):
 # 3.3 HD95
 # ---------------------------------------------------------------------------
 
-def hd95_reference_style(a, b):  # the notebook's solution
+def _hd95_by_erosion(a, b, *, connectivity=1, border_value=0, to_surface=True, both_directions=True):
+    """The notebook's solution, and with one argument changed, a wrong answer a student might write."""
     a, b = np.asarray(a, bool), np.asarray(b, bool)
-    cross = ndimage.generate_binary_structure(2, 1)
-    surf_a = a & ~ndimage.binary_erosion(a, cross, border_value=0)
-    surf_b = b & ~ndimage.binary_erosion(b, cross, border_value=0)
-    to_b = ndimage.distance_transform_edt(~surf_b)[surf_a]
-    to_a = ndimage.distance_transform_edt(~surf_a)[surf_b]
+    structure = ndimage.generate_binary_structure(2, connectivity)
+    surf_a = a & ~ndimage.binary_erosion(a, structure, border_value=border_value)
+    surf_b = b & ~ndimage.binary_erosion(b, structure, border_value=border_value)
+    to_b = ndimage.distance_transform_edt(~(surf_b if to_surface else b))[surf_a]
+    to_a = ndimage.distance_transform_edt(~(surf_a if to_surface else a))[surf_b]
+    if not both_directions:
+        return float(np.percentile(to_b, 95))
     return float(max(np.percentile(to_b, 95), np.percentile(to_a, 95)))
+
+
+def hd95_reference_style(a, b):  # the notebook's solution
+    return _hd95_by_erosion(a, b)
 
 
 def _surface_by_neighbours(m):
@@ -132,41 +139,19 @@ def hd95_max_distance(a, b):  # the plain Hausdorff distance
 
 
 def hd95_eight_connected(a, b):  # surfaces by the 3x3 square instead of the cross
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    square = ndimage.generate_binary_structure(2, 2)
-    surf_a = a & ~ndimage.binary_erosion(a, square, border_value=0)
-    surf_b = b & ~ndimage.binary_erosion(b, square, border_value=0)
-    to_b = ndimage.distance_transform_edt(~surf_b)[surf_a]
-    to_a = ndimage.distance_transform_edt(~surf_a)[surf_b]
-    return float(max(np.percentile(to_b, 95), np.percentile(to_a, 95)))
+    return _hd95_by_erosion(a, b, connectivity=2)
 
 
 def hd95_border_not_background(a, b):  # erosion with border_value=1: pixels on the image border are not surface
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    cross = ndimage.generate_binary_structure(2, 1)
-    surf_a = a & ~ndimage.binary_erosion(a, cross, border_value=1)
-    surf_b = b & ~ndimage.binary_erosion(b, cross, border_value=1)
-    to_b = ndimage.distance_transform_edt(~surf_b)[surf_a]
-    to_a = ndimage.distance_transform_edt(~surf_a)[surf_b]
-    return float(max(np.percentile(to_b, 95), np.percentile(to_a, 95)))
+    return _hd95_by_erosion(a, b, border_value=1)
 
 
 def hd95_to_whole_mask(a, b):  # distances to the other mask's pixels, not to its surface
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    cross = ndimage.generate_binary_structure(2, 1)
-    surf_a = a & ~ndimage.binary_erosion(a, cross, border_value=0)
-    surf_b = b & ~ndimage.binary_erosion(b, cross, border_value=0)
-    to_b = ndimage.distance_transform_edt(~b)[surf_a]
-    to_a = ndimage.distance_transform_edt(~a)[surf_b]
-    return float(max(np.percentile(to_b, 95), np.percentile(to_a, 95)))
+    return _hd95_by_erosion(a, b, to_surface=False)
 
 
 def hd95_one_direction(a, b):
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    cross = ndimage.generate_binary_structure(2, 1)
-    surf_a = a & ~ndimage.binary_erosion(a, cross, border_value=0)
-    surf_b = b & ~ndimage.binary_erosion(b, cross, border_value=0)
-    return float(np.percentile(ndimage.distance_transform_edt(~surf_b)[surf_a], 95))
+    return _hd95_by_erosion(a, b, both_directions=False)
 
 
 def test_ex_3_3_passes_right_answers():
