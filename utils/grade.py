@@ -68,8 +68,7 @@ from .exercises import BEGIN, END, STRICT_ENV
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GUARD_MARK = "[grader]"
 _RESULT_LINE = re.compile(r"^Exercise (\S+?)(?: passed\.|: (not attempted yet)|: not yet\b)")
-STATUSES = ("passed", "failed", "not attempted", "error", "not run", "timeout", "check restored", "check edited",
-            "checks replaced", "changed course code")
+
 
 # The guard that opens every graded cell. It is plain code in the cell (so an answer cell cannot
 # replace it through a module): it reports any check function, print or stdout.write whose code was

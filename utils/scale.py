@@ -357,6 +357,38 @@ def fit_images_per_second(model, dataset, *, steps: int, warmup: int = 2) -> flo
 # data parallelism
 # ---------------------------------------------------------------------------
 
+def _small_training_set(n_images: int):
+    """The first ``n_images`` PneumoniaMNIST training images as floats, labels one-hot (float32)."""
+    import keras
+
+    from . import classify, data
+
+    ds = data.load_medmnist("pneumoniamnist")
+    x = classify.as_float_images(ds.x["train"][:n_images])
+    y = keras.utils.to_categorical(ds.y["train"][:n_images], 2).astype("float32")
+    return x, y
+
+
+def _small_cnn(input_shape, seed: int, width: int, synchronized: bool = True):
+    """The chapter-2 CNN without dropout or augmentation, SGD with momentum.
+
+    ``synchronized``: batch normalisation over the global batch (``True``) or over each replica's part.
+    """
+    import keras
+
+    from . import classify
+
+    keras.utils.set_random_seed(seed)
+    model = classify.medmnist_cnn(input_shape, 2, width=width, blocks=1, dropout=0.0, augment=None,
+                                  mean=0.5, std=0.25)
+    for layer in model.layers:  # on TensorFlow, BN over the global batch needs synchronized=True; on JAX a
+        # sharded batch is one global array, so BN already sees the whole batch (and refuses the flag)
+        if isinstance(layer, keras.layers.BatchNormalization) and keras.backend.backend() == "tensorflow":
+            layer.synchronized = synchronized
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="categorical_crossentropy")
+    return model
+
+
 def _mirrored_worker(steps: int, global_batch: int, seed: int, width: int, variants: list,
                      n_devices: int) -> list:
     """Body of the data-parallel subprocess (see :func:`mirrored_vs_single`)."""
@@ -364,28 +396,12 @@ def _mirrored_worker(steps: int, global_batch: int, seed: int, width: int, varia
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n_devices)
-    import keras
-
-    from . import classify, data
-
     tf.config.experimental.enable_op_determinism()
-    ds = data.load_medmnist("pneumoniamnist")
-    x = classify.as_float_images(ds.x["train"][: steps * global_batch])
-    y = keras.utils.to_categorical(ds.y["train"][: steps * global_batch], 2).astype("float32")
-
-    def build(synchronized):
-        keras.utils.set_random_seed(seed)
-        model = classify.medmnist_cnn(x.shape[1:], 2, width=width, blocks=1, dropout=0.0, augment=None,
-                                      mean=0.5, std=0.25)
-        for layer in model.layers:  # True: batch statistics over the global batch, as on one device
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.synchronized = synchronized
-        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="categorical_crossentropy")
-        return model
+    x, y = _small_training_set(steps * global_batch)
 
     def run(strategy, synchronized):
         with strategy.scope():
-            model = build(synchronized)
+            model = _small_cnn(x.shape[1:], seed, width, synchronized)
         init = [w.copy() for w in model.get_weights()]
         t0 = time.perf_counter()
         hist = model.fit(x, y, batch_size=global_batch, epochs=1, shuffle=False, verbose=0)
@@ -448,35 +464,6 @@ def mirrored_vs_single(*, steps: int = 5, global_batch: int = 64, seed: int = 0,
 # ---------------------------------------------------------------------------
 # several processes: MultiWorkerMirroredStrategy (TensorFlow) and DataParallel (JAX)
 # ---------------------------------------------------------------------------
-
-def _small_training_set(n_images: int):
-    """The first ``n_images`` PneumoniaMNIST training images as floats, labels one-hot (float32)."""
-    import keras
-
-    from . import classify, data
-
-    ds = data.load_medmnist("pneumoniamnist")
-    x = classify.as_float_images(ds.x["train"][:n_images])
-    y = keras.utils.to_categorical(ds.y["train"][:n_images], 2).astype("float32")
-    return x, y
-
-
-def _small_cnn(input_shape, seed: int, width: int):
-    """The chapter-2 CNN without dropout or augmentation, BN over the global batch, SGD with momentum."""
-    import keras
-
-    from . import classify
-
-    keras.utils.set_random_seed(seed)
-    model = classify.medmnist_cnn(input_shape, 2, width=width, blocks=1, dropout=0.0, augment=None,
-                                  mean=0.5, std=0.25)
-    for layer in model.layers:  # on TensorFlow, BN over the global batch needs synchronized=True; on JAX a
-        # sharded batch is one global array, so BN already sees the whole batch (and refuses the flag)
-        if isinstance(layer, keras.layers.BatchNormalization) and keras.backend.backend() == "tensorflow":
-            layer.synchronized = True
-    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="categorical_crossentropy")
-    return model
-
 
 def _throughput(n_images: int, epoch_seconds: list[float]) -> float:
     """Images per second after the first epoch (which also traces and compiles), or over it if it is alone."""
