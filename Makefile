@@ -10,7 +10,7 @@ PROFILE ?= full
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: env data run book test test-jax unit student grade lab clean
+.PHONY: env data run book test test-jax test-torch unit lint format dev student grade lab clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "the course pins Python 3.11; run make PYTHON=python3.11"'
@@ -41,12 +41,33 @@ KERAS_TESTS := tests/test_classify.py tests/test_segment.py tests/test_detect.py
 
 JAX_TESTS := KERAS_BACKEND=jax $(PY) -m pytest -m "not slow" $(KERAS_TESTS)
 
-test: env
+test: lint
 	$(PY) -m pytest
 	$(JAX_TESTS)
 
+# ruff over utils/, tests/ and the notebooks (configured in pyproject.toml); `make format` rewrites.
+lint: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: env
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# For contributors: the pre-commit hooks (.pre-commit-config.yaml) and the git diff driver that shows
+# notebooks as MyST text (CONTRIBUTING, 'Reviewing notebooks').
+dev: env
+	$(VENV)/bin/pre-commit install
+	git config diff.jupytext.textconv "$(abspath $(VENV))/bin/jupytext --to myst -o -"
+	git config diff.jupytext.cachetextconv true
+
 test-jax: env
 	$(JAX_TESTS)
+
+# The same unit tests on the PyTorch backend (torch is installed on demand from requirements-torch.txt).
+test-torch: env
+	$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet -r requirements-torch.txt
+	KERAS_BACKEND=torch $(PY) -m pytest -m "not slow" $(KERAS_TESTS)
 
 unit: env
 	$(PY) -m pytest -m "not slow"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -74,8 +73,7 @@ def isolated_environment(monkeypatch, tmp_path_factory):
 def mirror_dir() -> Path:
     """The real data mirror (``MEDIMG_DATA_DIR`` of the session); skips when it is not set."""
     if not ORIGINAL_DATA_DIR:
-        pytest.skip(f"{data.DATA_DIR_ENV} is not set: these tests read the data mirror "
-                    f"(CI sets it to ../shared/data)")
+        pytest.skip(f"{data.DATA_DIR_ENV} is not set: these tests read the data mirror (CI sets it to ../shared/data)")
     path = Path(ORIGINAL_DATA_DIR).expanduser()
     if not path.is_dir():
         pytest.fail(f"{data.DATA_DIR_ENV}={ORIGINAL_DATA_DIR!r} is not a directory")
@@ -85,6 +83,7 @@ def mirror_dir() -> Path:
 # ---------------------------------------------------------------------------
 # a local HTTP server on 127.0.0.1
 # ---------------------------------------------------------------------------
+
 
 @dataclass
 class Route:
@@ -177,6 +176,7 @@ def http_server():
 # a registry in a temporary folder
 # ---------------------------------------------------------------------------
 
+
 def _toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -215,8 +215,11 @@ def registry_toml(entries: dict[str, dict]) -> str:
 
 
 def digests(payload: bytes) -> dict:
-    return {"sha256": hashlib.sha256(payload).hexdigest(), "md5": hashlib.md5(payload).hexdigest(),
-            "size": len(payload)}
+    return {
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "md5": hashlib.md5(payload).hexdigest(),
+        "size": len(payload),
+    }
 
 
 @dataclass
@@ -268,18 +271,23 @@ def tiny(http_server, write_registry) -> Tiny:
     """A registry with one downloadable dataset ``tiny`` (and an unrelated ``other``), installed."""
     url = http_server.serve("files/tiny.bin", TINY_PAYLOAD)
     other = b"other file"
-    reg = write_registry({
-        "tiny": {**BASE_META, "files": [{"path": "tiny/tiny.bin", "url": url, **digests(TINY_PAYLOAD)}]},
-        "other": {**BASE_META, "title": "Mirror-only file",
-                  "files": [{"path": "other/other.bin", "sha256": digests(other)["sha256"]}]},
-    })
-    return Tiny(name="tiny", rel_path="tiny/tiny.bin", payload=TINY_PAYLOAD, url=url, server=http_server,
-                registry=reg)
+    reg = write_registry(
+        {
+            "tiny": {**BASE_META, "files": [{"path": "tiny/tiny.bin", "url": url, **digests(TINY_PAYLOAD)}]},
+            "other": {
+                **BASE_META,
+                "title": "Mirror-only file",
+                "files": [{"path": "other/other.bin", "sha256": digests(other)["sha256"]}],
+            },
+        }
+    )
+    return Tiny(name="tiny", rel_path="tiny/tiny.bin", payload=TINY_PAYLOAD, url=url, server=http_server, registry=reg)
 
 
 # ---------------------------------------------------------------------------
 # leak test helper (student edition)
 # ---------------------------------------------------------------------------
+
 
 def _public_lines(nb) -> set[str]:
     """Stripped lines of the instructor notebook that are *not* solution: outside marked

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-
 from conftest import placeholder, reported_not_attempted, resolve_real_sample
+
 from utils import exercises, imaging
 from utils.checks import ch1
 
@@ -45,6 +45,7 @@ def fails(result, capsys) -> bool:
 # 1.1
 # ---------------------------------------------------------------------------
 
+
 def hu_reference(stored, slope, intercept):
     return np.asarray(stored, dtype=np.float64) * slope + intercept
 
@@ -73,8 +74,9 @@ def test_1_1_cases_include_integer_inputs_that_break_integer_arithmetic():
     cases = ch1.cases_1_1()
     int_cases = [args for args, _ in cases if isinstance(args[1], int) and isinstance(args[2], int)]
     assert len(int_cases) >= 3
-    assert any(np.asarray(hu_naive(*args)).dtype.kind in "iu" for args in int_cases
-               if np.asarray(args[0]).dtype == np.int16)  # naive arithmetic keeps an integer dtype
+    assert any(
+        np.asarray(hu_naive(*args)).dtype.kind in "iu" for args in int_cases if np.asarray(args[0]).dtype == np.int16
+    )  # naive arithmetic keeps an integer dtype
     with np.errstate(over="ignore"):
         wrapped = [args for args in int_cases if np.asarray(args[0]).dtype in (np.int16, np.uint8)]
         assert any(not np.allclose(np.asarray(hu_naive(*a), dtype=float), hu_reference(*a)) for a in wrapped)
@@ -109,6 +111,7 @@ def test_1_1_strict_mode_raises_on_a_wrong_answer(monkeypatch):
 # ---------------------------------------------------------------------------
 # 1.2
 # ---------------------------------------------------------------------------
+
 
 def window_reference(hu, level, width):
     return np.clip((np.asarray(hu, dtype=np.float64) - (level - width / 2.0)) / width, 0.0, 1.0)
@@ -148,6 +151,7 @@ def test_1_2_placeholder_is_not_attempted(capsys):
 # 1.3
 # ---------------------------------------------------------------------------
 
+
 def fov_reference(ds):
     d_row, d_col = (float(v) for v in ds.PixelSpacing)
     return ds.Rows * d_row, ds.Columns * d_col
@@ -185,17 +189,27 @@ def test_1_3_placeholder_is_not_attempted(capsys):
 # 1.4
 # ---------------------------------------------------------------------------
 
+
 def header(rows, cols, bits_allocated, bits_stored, samples=1, frames=None):
     ds = pydicom.Dataset()
-    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.SamplesPerPixel = rows, cols, bits_allocated, \
-        bits_stored, samples
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.SamplesPerPixel = (
+        rows,
+        cols,
+        bits_allocated,
+        bits_stored,
+        samples,
+    )
     if frames is not None:
         ds.NumberOfFrames = frames
     return ds
 
 
-STUDIES = [(header(512, 512, 16, 12), 800), (header(480, 640, 8, 8, samples=3), 40),
-           (header(512, 512, 16, 16, frames=2), 30), (header(2000, 1800, 16, 12), 2)]
+STUDIES = [
+    (header(512, 512, 16, 12), 800),
+    (header(480, 640, 8, 8, samples=3), 40),
+    (header(512, 512, 16, 16, frames=2), 30),
+    (header(2000, 1800, 16, 12), 2),
+]
 
 
 def gib_reference(ds, n_images):
@@ -204,7 +218,7 @@ def gib_reference(ds, n_images):
 
 
 def gib_library(ds, n_images):
-    return imaging.image_bytes(ds) * n_images / 1024 ** 3
+    return imaging.image_bytes(ds) * n_images / 1024**3
 
 
 def gib_bits_stored(ds, n_images):
@@ -231,8 +245,10 @@ def test_1_4_right_answers_pass(fn, capsys):
 
 
 def test_1_4_on_the_real_headers(sample, capsys):
-    studies = [(sample("pydicom-data-samples", f), n) for f, n in
-               [("693_UNCR.dcm", 800), ("US1_UNCR.dcm", 40), ("eCT_Supplemental.dcm", 30), ("RG1_UNCR.dcm", 2)]]
+    studies = [
+        (sample("pydicom-data-samples", f), n)
+        for f, n in [("693_UNCR.dcm", 800), ("US1_UNCR.dcm", 40), ("eCT_Supplemental.dcm", 30), ("RG1_UNCR.dcm", 2)]
+    ]
     assert passes(ch1.ex_1_4(gib_reference, studies), capsys)
     assert fails(ch1.ex_1_4(gib_no_frames, studies), capsys)
 
@@ -250,8 +266,16 @@ def test_1_4_placeholder_is_not_attempted(capsys):
 # 1.5
 # ---------------------------------------------------------------------------
 
-KEYWORDS = ["PatientName", "PatientID", "PatientBirthDate", "StudyDate", "InstitutionName",
-            "ReferringPhysicianName", "OperatorsName", "StudyInstanceUID"]
+KEYWORDS = [
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "StudyDate",
+    "InstitutionName",
+    "ReferringPhysicianName",
+    "OperatorsName",
+    "StudyInstanceUID",
+]
 
 
 def identified():
@@ -304,6 +328,7 @@ def test_1_5_placeholder_is_not_attempted(capsys):
 # ---------------------------------------------------------------------------
 # 1.6
 # ---------------------------------------------------------------------------
+
 
 def order_reference(positions, orientation):
     r, c = np.asarray(orientation, dtype=float)[:3], np.asarray(orientation, dtype=float)[3:]
@@ -378,8 +403,16 @@ def test_1_6_real_frames_are_ordered_as_their_in_stack_positions(sample):
     assert np.allclose(gaps, 10.0)
 
 
-@pytest.mark.parametrize("fn", [order_by_z, order_by_distance_between_positions, order_along_c_cross_r,
-                                order_absolute_gaps_unsorted, lambda p, o: np.argsort(p[:, 2])])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        order_by_z,
+        order_by_distance_between_positions,
+        order_along_c_cross_r,
+        order_absolute_gaps_unsorted,
+        lambda p, o: np.argsort(p[:, 2]),
+    ],
+)
 def test_1_6_wrong_answers_fail(fn, capsys):
     assert fails(ch1.ex_1_6(fn), capsys)
 

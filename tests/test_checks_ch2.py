@@ -6,17 +6,17 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from conftest import placeholder, reported_not_attempted
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
-from conftest import placeholder, reported_not_attempted
 from utils import classify, exercises, metrics
 from utils.checks import ch2
-
 
 # ---------------------------------------------------------------------------
 # 2.1 parameters and shapes
 # ---------------------------------------------------------------------------
+
 
 def test_ex_2_1_expected_values_come_from_keras():
     assert ch2.expected_2_1() == [2_122_186, 2_304]
@@ -28,10 +28,16 @@ def test_ex_2_1_passes_right_answers():
     assert ch2.ex_2_1(np.array([2122186.0, 2304.0]))
 
 
-@pytest.mark.parametrize("wrong", [[2122186, 4096],  # 'same' padding's Flatten length
-                                   [2304, 2122186],  # swapped
-                                   [2122186 - 5130, 2304],  # output layer forgotten
-                                   [2122186], "2122186, 2304"])
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        [2122186, 4096],  # 'same' padding's Flatten length
+        [2304, 2122186],  # swapped
+        [2122186 - 5130, 2304],  # output layer forgotten
+        [2122186],
+        "2122186, 2304",
+    ],
+)
 def test_ex_2_1_fails_wrong_answers(wrong):
     assert not ch2.ex_2_1(wrong)
 
@@ -44,12 +50,14 @@ def test_ex_2_1_placeholder(capsys):
 # 2.2 AUC as a probability
 # ---------------------------------------------------------------------------
 
+
 def auc_pairs(y_true, score):  # the notebook's solution
     y = np.asarray(y_true).reshape(-1).astype(bool)
     s = np.asarray(score, dtype=float).reshape(-1)
     pos, neg = s[y], s[~y]
-    return float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
-                 / (len(pos) * len(neg)))
+    return float(
+        ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
+    )
 
 
 def auc_mann_whitney(y_true, score):  # another right answer: midranks
@@ -74,8 +82,14 @@ def test_ex_2_2_passes_right_answers():
     assert ch2.ex_2_2(auc_mann_whitney)
 
 
-@pytest.mark.parametrize("wrong", [auc_ties_ignored, lambda y, s: 1 - roc_auc_score(y, s),
-                                   lambda y, s: float(np.mean((np.asarray(s) > 0.5) == np.asarray(y)))])
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        auc_ties_ignored,
+        lambda y, s: 1 - roc_auc_score(y, s),
+        lambda y, s: float(np.mean((np.asarray(s) > 0.5) == np.asarray(y))),
+    ],
+)
 def test_ex_2_2_fails_wrong_answers(wrong):
     assert not ch2.ex_2_2(wrong)
 
@@ -87,6 +101,7 @@ def test_ex_2_2_placeholder(capsys):
 # ---------------------------------------------------------------------------
 # 2.3 a threshold for a target sensitivity
 # ---------------------------------------------------------------------------
+
 
 def _split(seed, n=300):
     rng = np.random.default_rng(seed)
@@ -126,7 +141,10 @@ def test_ex_2_3_passes_right_answers():
 def test_ex_2_3_fails_wrong_answers():
     yv, pv = VAL
     lowest = float(np.nextafter(pv[yv == 1].min(), -np.inf))  # sensitivity 1, specificity given away
-    assert metrics.binary_report(yv, pv, lowest).specificity < metrics.binary_report(yv, pv, highest_threshold()).specificity
+    assert (
+        metrics.binary_report(yv, pv, lowest).specificity
+        < metrics.binary_report(yv, pv, highest_threshold()).specificity
+    )
     assert not ch2.ex_2_3(*_answer(lowest), VAL, TEST)
     pos = np.sort(pv[yv == 1])[::-1]
     too_high = float(pos[int(np.ceil(0.95 * len(pos))) - 1])  # the k-th positive is no longer above it
@@ -138,13 +156,15 @@ def test_ex_2_3_fails_wrong_answers():
 
 
 def test_ex_2_3_placeholder(capsys):
-    assert reported_not_attempted(ch2.ex_2_3(exercises.NOT_ATTEMPTED, exercises.NOT_ATTEMPTED, exercises.NOT_ATTEMPTED,
-                                     VAL, TEST), capsys, "2.3")
+    assert reported_not_attempted(
+        ch2.ex_2_3(exercises.NOT_ATTEMPTED, exercises.NOT_ATTEMPTED, exercises.NOT_ATTEMPTED, VAL, TEST), capsys, "2.3"
+    )
 
 
 # ---------------------------------------------------------------------------
 # 2.4 a shortcut that Grad-CAM hides: hand-weighted networks stand in for trained ones
 # ---------------------------------------------------------------------------
+
 
 def _images(seed=0, n=120):
     rng = np.random.default_rng(seed)
@@ -205,9 +225,12 @@ def test_ex_2_4_passes_right_answers():
         cam = classify.grad_cam(model, images[y == 1], class_index=1)
         return float(np.nanmean([c[corner].sum() / c.sum() if c.sum() > 0 else np.nan for c in cam]))
 
-    answers = dict(auc_marked=roc_auc_score(y, model.predict(marked, verbose=0)[:, 1]),
-                   auc_clean=roc_auc_score(y, model.predict(x, verbose=0)[:, 1]),
-                   mass_marked=mass(marked), mass_clean=mass(x))
+    answers = dict(
+        auc_marked=roc_auc_score(y, model.predict(marked, verbose=0)[:, 1]),
+        auc_clean=roc_auc_score(y, model.predict(x, verbose=0)[:, 1]),
+        mass_marked=mass(marked),
+        mass_clean=mass(x),
+    )
     assert ch2.ex_2_4(model, stamp_where, x, y, n_boot=50, **answers)
 
 
@@ -231,7 +254,11 @@ def test_ex_2_4_fails_wrong_answers():
 def test_ex_2_4_placeholder(capsys):
     x, y = _images()
     na = exercises.NOT_ATTEMPTED
-    assert reported_not_attempted(ch2.ex_2_4(na, na, x, y, auc_marked=na, auc_clean=na, mass_marked=na, mass_clean=na),
-                          capsys, "2.4")
-    assert reported_not_attempted(ch2.ex_2_4(_network(), placeholder, x, y, auc_marked=0.9, auc_clean=0.8,
-                                     mass_marked=0.5, mass_clean=0.1), capsys, "2.4")
+    assert reported_not_attempted(
+        ch2.ex_2_4(na, na, x, y, auc_marked=na, auc_clean=na, mass_marked=na, mass_clean=na), capsys, "2.4"
+    )
+    assert reported_not_attempted(
+        ch2.ex_2_4(_network(), placeholder, x, y, auc_marked=0.9, auc_clean=0.8, mass_marked=0.5, mass_clean=0.1),
+        capsys,
+        "2.4",
+    )

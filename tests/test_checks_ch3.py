@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import placeholder, reported_not_attempted
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from conftest import placeholder, reported_not_attempted
 from utils import course, exercises, segment
 from utils.checks import ch3
-
 
 # ---------------------------------------------------------------------------
 # 3.1 Dice
 # ---------------------------------------------------------------------------
+
 
 def dice_reference_style(a, b):  # the notebook's solution
     a, b = np.asarray(a, bool), np.asarray(b, bool)
@@ -69,23 +69,27 @@ def test_ex_3_1_strict_mode_raises(monkeypatch):
 # 3.2 Dice and IoU rank differently
 # ---------------------------------------------------------------------------
 
+
 def test_ex_3_2_passes_right_answers():
     assert ch3.ex_3_2([0.6, 0.6], [1.0, 0.18])  # the notebook's solution
     assert ch3.ex_3_2([0.5, 0.5], [0.95, 0.0])  # another: mean Dice 0.5 > 0.475, mean IoU 1/3 < 0.45
     assert ch3.ex_3_2(np.array([0.7, 0.7, 0.7]), (1.0, 1.0, 0.05))
 
 
-@pytest.mark.parametrize("a, b", [
-    ([0.9, 0.9], [0.5, 0.5]),       # both metrics rank A first
-    ([0.5, 0.5], [1.0, 0.5]),       # both metrics rank B first
-    ([0.55, 0.55], [1.0, 0.1]),     # a tie on mean Dice: A is not ranked above B
-    ([0.6, 0.6], [1.0]),            # different lengths
-    ([], []),                       # no cases
-    ([0.6, 1.2], [1.5, -0.5]),      # not Dice values
-    ([0.6, 0.6], [1.0, float("nan")]),
-    ("0.6", "0.5"),                 # not lists of numbers
-    ([[0.6, 0.6]], [[1.0, 0.18]]),  # not flat lists
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ([0.9, 0.9], [0.5, 0.5]),  # both metrics rank A first
+        ([0.5, 0.5], [1.0, 0.5]),  # both metrics rank B first
+        ([0.55, 0.55], [1.0, 0.1]),  # a tie on mean Dice: A is not ranked above B
+        ([0.6, 0.6], [1.0]),  # different lengths
+        ([], []),  # no cases
+        ([0.6, 1.2], [1.5, -0.5]),  # not Dice values
+        ([0.6, 0.6], [1.0, float("nan")]),
+        ("0.6", "0.5"),  # not lists of numbers
+        ([[0.6, 0.6]], [[1.0, 0.18]]),  # not flat lists
+    ],
+)
 def test_ex_3_2_fails_wrong_answers(a, b):
     assert not ch3.ex_3_2(a, b)
 
@@ -98,6 +102,7 @@ def test_ex_3_2_placeholder(capsys):
 # ---------------------------------------------------------------------------
 # 3.3 HD95
 # ---------------------------------------------------------------------------
+
 
 def _hd95_by_erosion(a, b, *, connectivity=1, border_value=0, to_surface=True, both_directions=True):
     """The notebook's solution, and with one argument changed, a wrong answer a student might write."""
@@ -160,8 +165,17 @@ def test_ex_3_3_passes_right_answers():
     assert ch3.ex_3_3(segment.hd95)
 
 
-@pytest.mark.parametrize("wrong", [hd95_pooled, hd95_max_distance, hd95_eight_connected, hd95_border_not_background,
-                                   hd95_to_whole_mask, hd95_one_direction])
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        hd95_pooled,
+        hd95_max_distance,
+        hd95_eight_connected,
+        hd95_border_not_background,
+        hd95_to_whole_mask,
+        hd95_one_direction,
+    ],
+)
 def test_ex_3_3_fails_wrong_answers(wrong):
     assert not ch3.ex_3_3(wrong)
 
@@ -180,6 +194,7 @@ def test_ex_3_3_placeholder(capsys):
 # ---------------------------------------------------------------------------
 # 3.4 the finest gate on lesion pixels and elsewhere
 # ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def gate_setup():
@@ -260,8 +275,12 @@ def test_ex_3_4_passes_right_answers(gate_setup):
 
 def test_ex_3_4_fails_wrong_answers(gate_setup):
     model, images, masks = gate_setup
-    for wrong in (gate_contrast_per_image, gate_contrast_inverted_ratio, gate_contrast_outside_is_everything,
-                  gate_contrast_coarser_gate):
+    for wrong in (
+        gate_contrast_per_image,
+        gate_contrast_inverted_ratio,
+        gate_contrast_outside_is_everything,
+        gate_contrast_coarser_gate,
+    ):
         assert not ch3.ex_3_4(wrong, model, images, masks), wrong.__name__
     # numbers computed once on all the images and returned whatever the input: the subsets catch them
     fixed = gate_contrast_reference_style(model, images, masks)

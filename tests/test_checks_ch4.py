@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import placeholder
+
 from utils import detect, exercises
 from utils.checks import ch4
 
-
 # --- 4.1 IoU ---------------------------------------------------------------------------------------------
+
 
 def iou_reference(a, b):
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -51,6 +51,7 @@ def test_ex_4_1(capsys):
 
 
 # --- 4.2 encode / decode ---------------------------------------------------------------------------------
+
 
 def encode_ref(box, R):
     cx, cy = (box[0] + box[2] - 1) / 2, (box[1] + box[3] - 1) / 2
@@ -105,6 +106,7 @@ def test_ex_4_2(capsys):
 
 
 # --- 4.3 operating point ---------------------------------------------------------------------------------
+
 
 def _detections(seed, n=12):
     rng = np.random.default_rng(seed)

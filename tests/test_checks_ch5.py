@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from conftest import placeholder
 from scipy import linalg
 
-from conftest import placeholder
 from utils import exercises, gan
 from utils.checks import ch5
 
@@ -17,6 +17,7 @@ def _line(capsys) -> str:
 
 
 # --------------------------------------------------------------------------- 5.1
+
 
 def shares_ref(d):
     d = np.asarray(d, dtype=float)
@@ -48,13 +49,16 @@ def test_5_1_right_answers_pass(capsys):
     assert _line(capsys) == "Exercise 5.1 passed."
 
 
-@pytest.mark.parametrize("shares, bce", [
-    (lambda d: (float(np.mean(np.asarray(d) < 0)), float(np.mean(np.asarray(d) > 1))), bce_ref),  # misses 0 and 1
-    (lambda d: shares_ref(d)[::-1], bce_ref),                                                   # order swapped
-    (lambda d: (float(np.mean(np.asarray(d) <= 0)), 0.0), bce_ref),       # "tanh never reaches 1" (float32 does)
-    (shares_ref, lambda p: float(-np.log(p)) if p > 0 else float("nan")),  # no clipping
-    (shares_ref, lambda p: float(-np.log(np.clip(p, 1e-15, 1 - 1e-15)))),  # wrong epsilon
-])
+@pytest.mark.parametrize(
+    "shares, bce",
+    [
+        (lambda d: (float(np.mean(np.asarray(d) < 0)), float(np.mean(np.asarray(d) > 1))), bce_ref),  # misses 0 and 1
+        (lambda d: shares_ref(d)[::-1], bce_ref),  # order swapped
+        (lambda d: (float(np.mean(np.asarray(d) <= 0)), 0.0), bce_ref),  # "tanh never reaches 1" (float32 does)
+        (shares_ref, lambda p: float(-np.log(p)) if p > 0 else float("nan")),  # no clipping
+        (shares_ref, lambda p: float(-np.log(np.clip(p, 1e-15, 1 - 1e-15)))),  # wrong epsilon
+    ],
+)
 def test_5_1_wrong_answers_fail(capsys, shares, bce):
     assert not ch5.ex_5_1(shares, bce, D_OUT)
     assert _line(capsys).startswith("Exercise 5.1: not yet")
@@ -77,6 +81,7 @@ def test_5_1_reports_an_exception_in_the_students_code(capsys):
 
 # --------------------------------------------------------------------------- 5.2
 
+
 def ns_ref(l):
     t = keras.ops.convert_to_tensor(l, dtype="float32")
     return float(keras.ops.mean(keras.ops.softplus(-t)))
@@ -91,7 +96,9 @@ def test_5_2_right_and_wrong_answers(capsys):
     naive = lambda l: float(-np.mean(np.log(1 / (1 + np.exp(-np.asarray(l, "float32"))))))  # noqa: E731
     with np.errstate(over="ignore", divide="ignore"):
         assert not ch5.ex_5_2(naive)  # log(sigmoid) underflows to -inf at l = -200
-    assert not ch5.ex_5_2(lambda l: float(np.mean(np.logaddexp(0.0, np.asarray(l, float)))))  # softplus(+l): minimax sign
+    assert not ch5.ex_5_2(
+        lambda l: float(np.mean(np.logaddexp(0.0, np.asarray(l, float))))
+    )  # softplus(+l): minimax sign
     assert not ch5.ex_5_2(lambda l: float(np.sum(np.logaddexp(0.0, -np.asarray(l, float)))))  # sum, not mean
     capsys.readouterr()
     assert not ch5.ex_5_2(placeholder)
@@ -99,6 +106,7 @@ def test_5_2_right_and_wrong_answers(capsys):
 
 
 # --------------------------------------------------------------------------- 5.3
+
 
 def mp_ref(f):
     f = np.asarray(f, dtype=float)
@@ -108,6 +116,7 @@ def mp_ref(f):
 
 def mp_alt(f):  # scipy's condensed distances: each unordered pair once, the same mean
     from scipy.spatial.distance import pdist
+
     return float(pdist(np.asarray(f, dtype=float)).mean())
 
 
@@ -135,9 +144,11 @@ def test_5_3_wrong_answers_fail():
     assert not ch5.ex_5_3(n2, lambda s, r, ratio=0.5: bool(n2(s) < ratio * n2(r)), CASES)  # divides by n², not n(n-1)
     assert not ch5.ex_5_3(mp_ref, lambda s, r, ratio=0.5: bool(mp_ref(s) < 0.5 * mp_ref(r)), CASES)  # ignores ratio
     assert not ch5.ex_5_3(mp_ref, lambda s, r, ratio=0.5: bool(mp_ref(s) > ratio * mp_ref(r)), CASES)  # inverted
+
     # right numbers but a comparison on squared distances: agrees on clear cases, not at the threshold
-    sq = lambda f: float((((np.asarray(f)[:, None] - np.asarray(f)[None]) ** 2).sum(-1)).sum()  # noqa: E731
-                         / (len(f) * (len(f) - 1)))
+    def sq(f):
+        return float((((np.asarray(f)[:, None] - np.asarray(f)[None]) ** 2).sum(-1)).sum() / (len(f) * (len(f) - 1)))
+
     assert not ch5.ex_5_3(mp_ref, lambda s, r, ratio=0.5: bool(sq(s) < ratio * sq(r)), CASES)
     # returns a number, not True/False
     assert not ch5.ex_5_3(mp_ref, lambda s, r, ratio=0.5: mp_ref(s) / mp_ref(r), CASES)
@@ -151,6 +162,7 @@ def test_5_3_placeholder(capsys):
 
 
 # --------------------------------------------------------------------------- 5.4
+
 
 def fd_ref(a, b):
     mu_a, mu_b = a.mean(0), b.mean(0)

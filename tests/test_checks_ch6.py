@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-
 from conftest import placeholder, reported_not_attempted
+
 from utils import exercises, privacy, quality
 from utils.checks import ch6
 
@@ -91,10 +91,12 @@ def test_ex_6_p1_placeholder(capsys):
 # 6.p2 FedAvg by hand
 # ---------------------------------------------------------------------------
 
+
 def _weights(seed):
     rng = np.random.default_rng(seed)
-    return [[rng.normal(size=(3, 3, 1, 2)).astype("float32"), rng.normal(size=(2,)).astype("float32")]
-            for _ in range(3)]
+    return [
+        [rng.normal(size=(3, 3, 1, 2)).astype("float32"), rng.normal(size=(2,)).astype("float32")] for _ in range(3)
+    ]
 
 
 def fedavg_loop(weight_lists, sizes):
@@ -125,6 +127,7 @@ def test_ex_6_p2_placeholder(capsys):
 # ---------------------------------------------------------------------------
 # 6.p3 clipping by hand
 # ---------------------------------------------------------------------------
+
 
 def _per_example():
     rng = np.random.default_rng(2)
@@ -211,6 +214,7 @@ def test_ex_6_1_placeholders(capsys):
 # 6.2 leaked duplicates
 # ---------------------------------------------------------------------------
 
+
 def _splits():
     rng = np.random.default_rng(3)
     xtr = rng.integers(0, 256, (20, 4, 4), dtype=np.uint8)
@@ -245,6 +249,7 @@ def test_ex_6_2_placeholder(capsys):
 # ---------------------------------------------------------------------------
 # 6.3 sensitivity at a fixed specificity
 # ---------------------------------------------------------------------------
+
 
 def _preds():
     rng = np.random.default_rng(4)

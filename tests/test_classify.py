@@ -29,6 +29,7 @@ def keras():
 # data helpers
 # ---------------------------------------------------------------------------
 
+
 def test_as_float_images_adds_channel_and_scales():
     x = np.array([[[0, 255], [51, 102]]], dtype=np.uint8)
     f = classify.as_float_images(x)
@@ -56,6 +57,7 @@ def test_stratified_split_is_disjoint_complete_and_stratified():
 # models
 # ---------------------------------------------------------------------------
 
+
 def test_source_cnn_is_the_source_model_layer_for_layer(keras):
     m = classify.source_cnn()
     kinds = [type(l).__name__ for l in m.layers]
@@ -64,8 +66,15 @@ def test_source_cnn_is_the_source_model_layer_for_layer(keras):
     assert all(l.kernel_size == (3, 3) and l.padding == "same" for l in m.layers if hasattr(l, "filters"))
     assert [l.units for l in m.layers if hasattr(l, "units")] == [512, 10]
     assert m.layers[-1].activation.__name__ == "softmax"
-    assert [tuple(l.output.shape[1:]) for l in m.layers] == [(32, 32, 32), (16, 16, 32), (16, 16, 64), (8, 8, 64),
-                                                             (4096,), (512,), (10,)]
+    assert [tuple(l.output.shape[1:]) for l in m.layers] == [
+        (32, 32, 32),
+        (16, 16, 32),
+        (16, 16, 64),
+        (8, 8, 64),
+        (4096,),
+        (512,),
+        (10,),
+    ]
     assert m.count_params() == 896 + 18_496 + 2_097_664 + 5_130
 
 
@@ -76,7 +85,9 @@ def test_cifar_variant_with_nothing_switched_on_has_the_source_parameters(keras)
     kinds = {type(l).__name__ for l in full.layers}
     assert {"BatchNormalization", "RandomFlip", "RandomTranslation", "Dropout"} <= kinds
     x = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype("float32")
-    np.testing.assert_array_equal(full.predict(x, verbose=0), full.predict(x, verbose=0))  # no augmentation at inference
+    np.testing.assert_array_equal(
+        full.predict(x, verbose=0), full.predict(x, verbose=0)
+    )  # no augmentation at inference
     assert len(full.losses) == 4  # one L2 penalty per kernel
 
 
@@ -105,6 +116,7 @@ def test_chest_xray_augmentation_never_mirrors():
 # training helpers
 # ---------------------------------------------------------------------------
 
+
 def test_lr_schedule_warms_up_then_decays_to_zero(keras):
     s = classify.lr_schedule(1e-3, total_steps=100, warmup_steps=10)
     values = [float(keras.ops.convert_to_numpy(s(step))) for step in (0, 5, 10, 55, 100)]
@@ -130,8 +142,9 @@ def test_keep_best_restores_the_weights_of_the_best_validation_epoch(keras):
     scores = iter([0.2, 0.9, 0.5, 0.1])
     keep = classify.KeepBest(x[:8], y[:8].argmax(1), score=lambda yt, p: next(scores))
     snapshots = []
-    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: snapshots.append(
-        [np.array(w) for w in model.get_weights()]))
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: snapshots.append([np.array(w) for w in model.get_weights()])
+    )
     model = _tiny_model(keras)
     model.compile(optimizer=keras.optimizers.SGD(0.5), loss="categorical_crossentropy")
     model.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[record, keep])
@@ -164,7 +177,7 @@ def _blob_task(n, seed, size=16):
     y = rng.integers(0, 2, n)
     x = rng.uniform(0, 1, (n, size, size, 1)).astype("float32") * 0.5
     x[y == 1, :, : size // 2] += 0.4
-    x[y == 0, :, size // 2:] += 0.4
+    x[y == 0, :, size // 2 :] += 0.4
     return x, y
 
 
@@ -173,9 +186,19 @@ def test_train_ensemble_learns_and_is_repeatable(keras):
     xv, yv = _blob_task(64, 1)
 
     def run():
-        return classify.train_ensemble(lambda: classify.medmnist_cnn((16, 16, 1), 2, width=4, blocks=1), x, y, xv, yv,
-                                       seeds=[0, 1], epochs=3, batch_size=32, lr=3e-3, weight_decay=1e-4,
-                                       n_classes=2)
+        return classify.train_ensemble(
+            lambda: classify.medmnist_cnn((16, 16, 1), 2, width=4, blocks=1),
+            x,
+            y,
+            xv,
+            yv,
+            seeds=[0, 1],
+            epochs=3,
+            batch_size=32,
+            lr=3e-3,
+            weight_decay=1e-4,
+            n_classes=2,
+        )
 
     a, b = run(), run()
     assert a.images_seen == 2 * 3 * 192 and a.seconds > 0 and len(a.models) == 2
@@ -189,6 +212,7 @@ def test_train_ensemble_learns_and_is_repeatable(keras):
 # ---------------------------------------------------------------------------
 # Grad-CAM
 # ---------------------------------------------------------------------------
+
 
 def _cam_net(keras, size=20):
     inp = keras.Input((size, size, 1))
@@ -238,8 +262,8 @@ def test_grad_cam_highlights_the_informative_region_of_a_synthetic_task(keras):
         masks = np.zeros((n, size, size), bool)
         for i in np.flatnonzero(y):
             r, c = rng.integers(0, size - sq + 1, 2)
-            x[i, r:r + sq, c:c + sq, 0] += 0.7
-            masks[i, max(r - 1, 0):r + sq + 1, max(c - 1, 0):c + sq + 1] = True  # the square and a 1-pixel rim
+            x[i, r : r + sq, c : c + sq, 0] += 0.7
+            masks[i, max(r - 1, 0) : r + sq + 1, max(c - 1, 0) : c + sq + 1] = True  # the square and a 1-pixel rim
         return x, y, masks
 
     x, y, _ = make(600)
@@ -289,8 +313,14 @@ def test_grad_cam_on_other_backends(backend):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
     env = dict(os.environ, KERAS_BACKEND=backend)
-    proc = subprocess.run([sys.executable, "-c", _OTHER_BACKEND_SCRIPT.format(backend=backend)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _OTHER_BACKEND_SCRIPT.format(backend=backend)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
 
 
@@ -315,8 +345,7 @@ def test_figures_render():
     import matplotlib.pyplot as plt
 
     imgs = np.random.default_rng(0).integers(0, 255, (5, 8, 8), dtype=np.uint8)
-    fig = classify.image_grid(imgs, [str(i) for i in range(5)], ncols=3, overlay=np.zeros((5, 8, 8)),
-                              suptitle="grid")
+    fig = classify.image_grid(imgs, [str(i) for i in range(5)], ncols=3, overlay=np.zeros((5, 8, 8)), suptitle="grid")
     assert len(fig.axes) == 6
     fig2 = classify.plot_history({"a": {"loss": [2, 1], "val_loss": [2.5, 1.5], "accuracy": [0.1, 0.2]}})
     assert len(fig2.axes) == 2

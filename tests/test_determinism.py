@@ -13,13 +13,15 @@ def _train_once(seed: int) -> tuple[list[float], np.ndarray]:
     rng = np.random.default_rng(123)  # the data is fixed; only the model's randomness is seeded
     x = rng.normal(size=(256, 8, 8, 1)).astype("float32")
     y = (x.mean(axis=(1, 2, 3)) > 0).astype("float32")
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(4, 3, activation="relu"),
-        keras.layers.Dropout(0.3),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(1, activation="sigmoid"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.Dropout(0.3),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
     hist = model.fit(x, y, batch_size=32, epochs=3, shuffle=True, verbose=0)
     return hist.history["loss"], model.predict(x[:16], verbose=0)

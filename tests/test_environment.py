@@ -7,10 +7,9 @@ import sys
 
 import pytest
 import yaml
+from conftest import REPO_ROOT
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-
-from conftest import REPO_ROOT
 
 
 def normalised(line: str) -> tuple[str, str, str]:

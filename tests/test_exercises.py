@@ -27,14 +27,17 @@ def test_fail_prints_the_hint_not_the_answer(capsys):
     assert "123.4" not in out
 
 
-@pytest.mark.parametrize("call", [
-    lambda: ex.check_value("2", [1.0, 2.0], [EXPECTED, 2.0]),
-    lambda: ex.check_value("2", np.zeros((2, 2)), np.full((2, 2), EXPECTED)),
-    lambda: ex.check_value("2", "benign", "malignant-123.456789"),
-    lambda: ex.check_function("2", lambda x: x, [((1.0,), EXPECTED), ((2.0,), 2 * EXPECTED)]),
-    lambda: ex.check_digest("2", 5.0, ex.answer_digest(EXPECTED, 3), decimals=3),
-    lambda: ex.check_true("2", EXPECTED < 0, hint="look at the sign"),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: ex.check_value("2", [1.0, 2.0], [EXPECTED, 2.0]),
+        lambda: ex.check_value("2", np.zeros((2, 2)), np.full((2, 2), EXPECTED)),
+        lambda: ex.check_value("2", "benign", "malignant-123.456789"),
+        lambda: ex.check_function("2", lambda x: x, [((1.0,), EXPECTED), ((2.0,), 2 * EXPECTED)]),
+        lambda: ex.check_digest("2", 5.0, ex.answer_digest(EXPECTED, 3), decimals=3),
+        lambda: ex.check_true("2", EXPECTED < 0, hint="look at the sign"),
+    ],
+)
 def test_no_check_prints_the_expected_value(capsys, call):
     assert bool(call()) is False
     out = out_of(capsys)
@@ -45,10 +48,12 @@ def test_no_check_prints_the_expected_value(capsys, call):
 
 @pytest.mark.parametrize("placeholder", [None, Ellipsis])
 def test_placeholders_are_not_attempted(capsys, placeholder):
-    for call in (lambda: ex.check_value("3", placeholder, 1.0),
-                 lambda: ex.check_true("3", placeholder, hint="h"),
-                 lambda: ex.check_digest("3", placeholder, "0" * 64),
-                 lambda: ex.check_function("3", lambda x: placeholder, [((1,), 1)])):
+    for call in (
+        lambda: ex.check_value("3", placeholder, 1.0),
+        lambda: ex.check_true("3", placeholder, hint="h"),
+        lambda: ex.check_digest("3", placeholder, "0" * 64),
+        lambda: ex.check_function("3", lambda x: placeholder, [((1,), 1)]),
+    ):
         assert bool(call()) is False
         assert out_of(capsys) == ("Exercise 3: not attempted yet — replace the placeholder with your code.\n")
 
@@ -98,20 +103,23 @@ def test_only_1_turns_strict_mode_on(monkeypatch, value):
     assert bool(ex.check_value("8", 1.0, 2.0)) is False
 
 
-@pytest.mark.parametrize("answer, expected, ok", [
-    (1.0 + 1e-9, 1.0, True),
-    (1.001, 1.0, False),
-    ((1, 2, 3), [1.0, 2.0, 3.0], True),
-    ([1, 2, 3], [[1, 2, 3]], False),  # shapes must agree
-    ([1, 2], [1, 2, 3], False),
-    ("  Benign ", "benign", True),
-    ("benign", "malignant", False),
-    (float("nan"), float("nan"), True),
-    (True, 1, True),
-    ({"a": 1}, {"a": 1}, True),
-    ({"a": 1}, {"a": 2}, False),
-    ([[1, 2], [3]], [[1, 2], [3]], True),  # ragged: compared with ==
-])
+@pytest.mark.parametrize(
+    "answer, expected, ok",
+    [
+        (1.0 + 1e-9, 1.0, True),
+        (1.001, 1.0, False),
+        ((1, 2, 3), [1.0, 2.0, 3.0], True),
+        ([1, 2, 3], [[1, 2, 3]], False),  # shapes must agree
+        ([1, 2], [1, 2, 3], False),
+        ("  Benign ", "benign", True),
+        ("benign", "malignant", False),
+        (float("nan"), float("nan"), True),
+        (True, 1, True),
+        ({"a": 1}, {"a": 1}, True),
+        ({"a": 1}, {"a": 2}, False),
+        ([[1, 2], [3]], [[1, 2], [3]], True),  # ragged: compared with ==
+    ],
+)
 def test_check_value_comparisons(capsys, answer, expected, ok):
     assert bool(ex.check_value("9", answer, expected)) is ok
 
@@ -168,8 +176,14 @@ def test_the_placeholder_is_reported_as_not_attempted(capsys, monkeypatch):
     assert not exercises.check_function("9.4", placeholder, [((1,), 1)])
     out = capsys.readouterr().out
     assert out.count("not attempted") == 4 and "passed" not in out
-    for use in (lambda: len(placeholder), lambda: f"{placeholder:.3f}", lambda: placeholder + 1,
-                lambda: placeholder < 1, lambda: bool(placeholder), lambda: placeholder.shape):
+    for use in (
+        lambda: len(placeholder),
+        lambda: f"{placeholder:.3f}",
+        lambda: placeholder + 1,
+        lambda: placeholder < 1,
+        lambda: bool(placeholder),
+        lambda: placeholder.shape,
+    ):
         with pytest.raises(exercises.NotAttempted):
             use()
     with exercises.attempt("9.5"):
@@ -187,14 +201,19 @@ def test_a_check_result_is_a_boolean_that_the_notebook_does_not_echo(capsys):
     assert hasattr(result, "_ipython_display_") and result._ipython_display_() is None
 
 
-@pytest.mark.parametrize("source, labels", [
-    ('exercises.check_value("2.1", x, 1)', ["2.1"]),
-    ("checks.ch6.ex_6_1a(model)\nchecks.ch6.ex_6_1b(x); exercises.check_true('6.2', ok, hint='h')",
-     ["6.1a", "6.1b", "6.2"]),
-    ("with exercises.attempt('3.2', '3.3'):\n    checks.ch3.ex_3_2(d)", ["3.2", "3.3"]),
-    ("checks.ch6.ex_6_p1(uids)", ["6.p1"]),
-    ("check_function(\n    \"4.1\", f, cases)", ["4.1"]),
-    ("index_1 = 2\nmy_ex_1_1 = 3\nprint('1.5 mm')", []),  # no call of a check: no label
-])
+@pytest.mark.parametrize(
+    "source, labels",
+    [
+        ('exercises.check_value("2.1", x, 1)', ["2.1"]),
+        (
+            "checks.ch6.ex_6_1a(model)\nchecks.ch6.ex_6_1b(x); exercises.check_true('6.2', ok, hint='h')",
+            ["6.1a", "6.1b", "6.2"],
+        ),
+        ("with exercises.attempt('3.2', '3.3'):\n    checks.ch3.ex_3_2(d)", ["3.2", "3.3"]),
+        ("checks.ch6.ex_6_p1(uids)", ["6.p1"]),
+        ('check_function(\n    "4.1", f, cases)', ["4.1"]),
+        ("index_1 = 2\nmy_ex_1_1 = 3\nprint('1.5 mm')", []),  # no call of a check: no label
+    ],
+)
 def test_labels_in_finds_the_exercises_a_cell_checks(source, labels):
     assert exercises.labels_in(source) == labels

@@ -8,10 +8,10 @@ import pytest
 
 from utils import gan
 
-
 # ---------------------------------------------------------------------------
 # the objective
 # ---------------------------------------------------------------------------
+
 
 def test_bce_from_logits_equals_minimax_terms():
     rng = np.random.default_rng(0)
@@ -48,6 +48,7 @@ def test_non_saturating_gradient_is_larger_when_d_rejects_fakes():
 # ---------------------------------------------------------------------------
 # builders and training step
 # ---------------------------------------------------------------------------
+
 
 def test_builders_shapes_and_ranges():
     g = gan.build_generator(8, width=4)
@@ -115,6 +116,7 @@ def test_make_gan_validates_learning_rates():
 # ---------------------------------------------------------------------------
 # metrics
 # ---------------------------------------------------------------------------
+
 
 def test_frechet_distance_identical_is_zero_and_shift_is_closed_form():
     rng = np.random.default_rng(0)
@@ -241,11 +243,12 @@ def test_repeated_comparison_floor_candidates_and_paired_differences():
     y = np.r_[np.zeros(60, int), np.ones(100, int)]
     real = rng.standard_normal((160, 4)) + 3.0 * y[:, None]  # the classes differ
     same = rng.standard_normal((160, 4)) + 3.0 * y[:, None]  # a perfect "generator"
-    far = rng.standard_normal((200, 4)) + 10.0               # a bad, unconditional one
+    far = rng.standard_normal((200, 4)) + 10.0  # a bad, unconditional one
     wrong_mix = np.r_[rng.standard_normal((100, 4)), rng.standard_normal((100, 4)) + 3.0]
     wrong_labels = np.r_[np.ones(100, int), np.zeros(100, int)]  # labels swapped: class-mismatched
-    res = gan.repeated_comparison(real, y, {"same": (same, y), "far": (far, None),
-                                            "swapped": (wrong_mix, wrong_labels)}, n_draws=8, seed=3)
+    res = gan.repeated_comparison(
+        real, y, {"same": (same, y), "far": (far, None), "swapped": (wrong_mix, wrong_labels)}, n_draws=8, seed=3
+    )
     assert res.n_a == res.n_b == 80 and res.n_draws == 8
     assert res.fd[gan.FLOOR].shape == (8,)
     med, lo, hi = res.interval("fd", gan.FLOOR)
@@ -257,8 +260,9 @@ def test_repeated_comparison_floor_candidates_and_paired_differences():
     assert res.interval("precision", "far")[2] == 0.0 and res.interval("recall", "far")[2] == 0.0
     assert res.difference("fd", "swapped")[1] > 1.0  # a class-mismatched set is detected
     # the draws are seeded: the same call gives the same numbers
-    again = gan.repeated_comparison(real, y, {"same": (same, y), "far": (far, None),
-                                              "swapped": (wrong_mix, wrong_labels)}, n_draws=8, seed=3)
+    again = gan.repeated_comparison(
+        real, y, {"same": (same, y), "far": (far, None), "swapped": (wrong_mix, wrong_labels)}, n_draws=8, seed=3
+    )
     np.testing.assert_array_equal(res.fd["far"], again.fd["far"])
     # the per-draw values agree with the one-shot functions on the same halves
     a, b = gan.stratified_halves(y, 8, seed=3)

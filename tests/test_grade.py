@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -30,9 +29,15 @@ CHECK_TOTAL = 'exercises.check_value("1.3", total, 10)'
 
 
 def teacher_notebook() -> nbformat.NotebookNode:
-    cells = [new_markdown_cell("# A demo chapter"), new_code_cell('PROFILE = "full"'),
-             new_code_cell("from utils import exercises"), new_code_cell(SQUARE), new_code_cell(ANSWER),
-             new_code_cell(TOTAL), new_code_cell(CHECK_TOTAL)]
+    cells = [
+        new_markdown_cell("# A demo chapter"),
+        new_code_cell('PROFILE = "full"'),
+        new_code_cell("from utils import exercises"),
+        new_code_cell(SQUARE),
+        new_code_cell(ANSWER),
+        new_code_cell(TOTAL),
+        new_code_cell(CHECK_TOTAL),
+    ]
     cells[1].metadata["tags"] = ["parameters"]
     cells[6].metadata["nbgrader"] = {"points": 2}
     nb = new_notebook(cells=cells)
@@ -80,24 +85,45 @@ def graded(tmp_path_factory):
 
     def tamper(nb):
         _answer(nb, "return x + x", "answer = 41", "total = 11")
-        nb.cells[6].source = 'print("Exercise 1.3 passed.")'                       # a pure check cell
-        _replace(nb, 3, "[((2,), 4), ((-3,), 9)]", "[((2,), 4)]")               # a check beside the answer
+        nb.cells[6].source = 'print("Exercise 1.3 passed.")'  # a pure check cell
+        _replace(nb, 3, "[((2,), 4), ((-3,), 9)]", "[((2,), 4)]")  # a check beside the answer
+
     submit("dave", tamper)
     submit("erin", lambda nb: _answer(nb, "return x * x", "while True:\n    pass", "total = 10"))
-    submit("frank", lambda nb: (_replace(nb, 2, "from utils import exercises", "import no_such_module_xyz"),
-                                _answer(nb, "return x * x", "answer = 42", "total = 10")))
-    submit("grace", lambda nb: _answer(nb, "return x * x", "answer = 42", "total = 0\nexercises.check_value = "
-                                       "lambda *a, **k: print('Exercise 1.3 passed.')"))
+    submit(
+        "frank",
+        lambda nb: (
+            _replace(nb, 2, "from utils import exercises", "import no_such_module_xyz"),
+            _answer(nb, "return x * x", "answer = 42", "total = 10"),
+        ),
+    )
+    submit(
+        "grace",
+        lambda nb: _answer(
+            nb,
+            "return x * x",
+            "answer = 42",
+            "total = 0\nexercises.check_value = lambda *a, **k: print('Exercise 1.3 passed.')",
+        ),
+    )
     victim = subs / "alice" / "01_demo.ipynb"
-    submit("mallory", lambda nb: _answer(nb, "return x * x", "answer = 42",
-                                         f"import os\nos.remove({str(victim)!r})\ntotal = 10"))
-    submit("oscar", lambda nb: _answer(nb, "return x * x", "answer = 42", "import pathlib, utils\n"
-                                       "pathlib.Path(utils.__file__).write_text('')\ntotal = 10"))
+    submit(
+        "mallory",
+        lambda nb: _answer(nb, "return x * x", "answer = 42", f"import os\nos.remove({str(victim)!r})\ntotal = 10"),
+    )
+    submit(
+        "oscar",
+        lambda nb: _answer(
+            nb,
+            "return x * x",
+            "answer = 42",
+            "import pathlib, utils\npathlib.Path(utils.__file__).write_text('')\ntotal = 10",
+        ),
+    )
     submit("ivan", raw="this is not a notebook")
     submit("judy", filename="notes.ipynb")
     out = root / "grades"
-    rc = grade.main([str(subs), "--source", str(source), "--out", str(out), "--cell-timeout", "8",
-                     "--timeout", "120"])
+    rc = grade.main([str(subs), "--source", str(source), "--out", str(out), "--cell-timeout", "8", "--timeout", "120"])
     assert rc == 0
     with open(out / "grades.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -124,9 +150,9 @@ def test_wrong_and_empty_submissions(graded):
 
 def test_edited_checks_are_restored_or_refused(graded):
     st = _statuses(graded, "dave")
-    assert st[0] == "check edited"          # the weakened check beside the answer does not count
+    assert st[0] == "check edited"  # the weakened check beside the answer does not count
     assert st[1] == "failed"
-    assert st[2] == "check restored"        # the typed-in "passed" line was replaced by the real check
+    assert st[2] == "check restored"  # the typed-in "passed" line was replaced by the real check
     assert graded["totals"]["dave"]["points"] == "0"
 
 
@@ -173,8 +199,11 @@ def test_the_summary_page_and_the_executed_copies(graded):
 
 def test_graded_cells_and_points():
     cells = grade.graded_cells(teacher_notebook())
-    assert [(g.labels, g.points, g.pure) for g in cells] == [(["1.1"], 1.0, False), (["1.2"], 1.0, False),
-                                                              (["1.3"], 2.0, True)]
+    assert [(g.labels, g.points, g.pure) for g in cells] == [
+        (["1.1"], 1.0, False),
+        (["1.2"], 1.0, False),
+        (["1.3"], 2.0, True),
+    ]
     assert cells[0].protected[-1].startswith('exercises.check_function("1.1"')
 
 
@@ -215,10 +244,27 @@ def test_the_notebook_time_limit_stops_the_kernel_too(tmp_path):
     nbformat.write(nb, folder / "01_demo.ipynb")
     before = {p.pid for p in psutil.process_iter()}
     # a cell limit longer than the notebook's: only the notebook limit can stop it
-    assert grade.main([str(tmp_path / "submitted"), "--source", str(source), "--out", str(tmp_path / "g"),
-                       "--cell-timeout", "600", "--timeout", "25"]) == 0
-    kernels = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before
-               and "ipykernel_launcher" in " ".join(p.info["cmdline"] or [])]
+    assert (
+        grade.main(
+            [
+                str(tmp_path / "submitted"),
+                "--source",
+                str(source),
+                "--out",
+                str(tmp_path / "g"),
+                "--cell-timeout",
+                "600",
+                "--timeout",
+                "25",
+            ]
+        )
+        == 0
+    )
+    kernels = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.pid not in before and "ipykernel_launcher" in " ".join(p.info["cmdline"] or [])
+    ]
     assert not kernels, "the kernel of a stopped submission is still running"
     rows = list(csv.DictReader(open(tmp_path / "g" / "grades.csv", encoding="utf-8")))
     assert [r["status"] for r in rows] == ["timeout"] * 3  # killed before it could save what ran

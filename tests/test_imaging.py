@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pydicom
 import pytest
+from conftest import resolve_real_sample
 from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import FileMetaDataset
 from pydicom.pixels import apply_modality_lut, apply_windowing
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
-from conftest import resolve_real_sample
 from utils import data, imaging
-
 
 # ---------------------------------------------------------------------------
 # real files: resolved once per module through the data layer
 # ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
@@ -69,6 +68,7 @@ def ct_small(sample):
 # synthetic datasets
 # ---------------------------------------------------------------------------
 
+
 def image_ds(pixels, photometric="MONOCHROME2", bits_stored=16, **attrs) -> Dataset:
     """A minimal single-frame image dataset holding ``pixels``."""
     ds = Dataset()
@@ -92,6 +92,7 @@ def header_ds(**attrs) -> Dataset:
 # reading
 # ---------------------------------------------------------------------------
 
+
 def test_read_dicom_reads_the_head_ct(head_ct):
     assert head_ct.Modality == "CT" and (head_ct.Rows, head_ct.Columns) == (512, 512)
     assert head_ct.pixel_array.shape == (512, 512)
@@ -111,6 +112,7 @@ def test_read_dicom_missing_file(tmp_path):
 # ---------------------------------------------------------------------------
 # Hounsfield units
 # ---------------------------------------------------------------------------
+
 
 def test_to_hounsfield_is_slope_times_stored_plus_intercept(head_ct):
     hu = imaging.to_hounsfield(head_ct)
@@ -161,6 +163,7 @@ def test_padding_mask(head_ct):
 # ---------------------------------------------------------------------------
 # windowing and display
 # ---------------------------------------------------------------------------
+
 
 def test_window_endpoints_and_centre():
     out = imaging.window([-1000, 0, 20, 40, 60, 80, 3000], 40, 40)
@@ -229,6 +232,7 @@ def test_display_array_rgb_and_unsupported(ultrasound):
 # geometry and size
 # ---------------------------------------------------------------------------
 
+
 def test_pixel_spacing_and_field_of_view_of_the_head_ct(head_ct):
     assert imaging.pixel_spacing_mm(head_ct) == (0.478516, 0.478516)
     height, width = imaging.field_of_view_mm(head_ct)
@@ -255,20 +259,24 @@ def test_pixel_spacing_of_an_enhanced_object(perfusion):
     assert imaging.pixel_spacing_mm(perfusion) == (0.388672, 0.388672)
 
 
-@pytest.mark.parametrize("attrs, expected", [
-    (dict(Rows=512, Columns=512, BitsAllocated=16), 524288),
-    (dict(Rows=480, Columns=640, BitsAllocated=8, SamplesPerPixel=3), 921600),
-    (dict(Rows=512, Columns=512, BitsAllocated=16, NumberOfFrames=2), 1048576),
-    (dict(Rows=3, Columns=3, BitsAllocated=1), 2),  # 9 bits round up to 2 bytes
-])
+@pytest.mark.parametrize(
+    "attrs, expected",
+    [
+        (dict(Rows=512, Columns=512, BitsAllocated=16), 524288),
+        (dict(Rows=480, Columns=640, BitsAllocated=8, SamplesPerPixel=3), 921600),
+        (dict(Rows=512, Columns=512, BitsAllocated=16, NumberOfFrames=2), 1048576),
+        (dict(Rows=3, Columns=3, BitsAllocated=1), 2),  # 9 bits round up to 2 bytes
+    ],
+)
 def test_image_bytes_formula(attrs, expected):
     assert imaging.image_bytes(header_ds(**attrs)) == expected
 
 
 def test_image_bytes_matches_the_pixel_data_of_real_files(sample):
-    for name, file in [("pydicom-data-samples", f) for f in
-                       ("693_UNCR.dcm", "RG1_UNCR.dcm", "US1_UNCR.dcm", "MR2_UNCR.dcm", "eCT_Supplemental.dcm")] + \
-                      [("pydicom-samples", "CT_small.dcm"), ("pydicom-samples", "MR_small.dcm")]:
+    for name, file in [
+        ("pydicom-data-samples", f)
+        for f in ("693_UNCR.dcm", "RG1_UNCR.dcm", "US1_UNCR.dcm", "MR2_UNCR.dcm", "eCT_Supplemental.dcm")
+    ] + [("pydicom-samples", "CT_small.dcm"), ("pydicom-samples", "MR_small.dcm")]:
         ds = imaging.read_dicom(sample(name, file))
         assert imaging.image_bytes(ds) == len(ds.PixelData), file
 
@@ -288,14 +296,14 @@ def test_header_summary(head_ct):
 # privacy
 # ---------------------------------------------------------------------------
 
+
 def test_profile_keywords_are_real_dicom_keywords():
     assert all(k.startswith("(") or tag_for_keyword(k) is not None for k in imaging.PS315_BASIC_PROFILE)
     assert len(set(imaging.PS315_BASIC_PROFILE)) == len(imaging.PS315_BASIC_PROFILE)
 
 
 def test_phi_finds_names_private_tags_and_nested_identifiers():
-    ds = header_ds(PatientName="Doe^Jane", PatientID="123", Modality="CT", Rows=2,
-                   OperatorsName="Smith^Tom")
+    ds = header_ds(PatientName="Doe^Jane", PatientID="123", Modality="CT", Rows=2, OperatorsName="Smith^Tom")
     block = ds.private_block(0x0009, "ACME_PRIVATE", create=True)
     block.add_new(0x01, "LO", "secret id 987")
     ds.ContentCreatorName = "Lee^Ann"  # a PN attribute of the profile (Table E.1-1: Z/D)
@@ -305,7 +313,9 @@ def test_phi_finds_names_private_tags_and_nested_identifiers():
     ds.OtherPatientIDsSequence = Sequence([item])
     found = imaging.phi_attributes(ds)
     keywords = [a.keyword for a in found]
-    assert {"PatientName", "PatientID", "OperatorsName", "ContentCreatorName", "OtherPatientIDsSequence"} <= set(keywords)
+    assert {"PatientName", "PatientID", "OperatorsName", "ContentCreatorName", "OtherPatientIDsSequence"} <= set(
+        keywords
+    )
     assert keywords.count("PatientID") == 2  # the nested one too
     private = [a for a in found if a.reason == "private tag"]
     assert {a.tag for a in private} == {"(0009,0010)", "(0009,1001)"}
@@ -336,6 +346,7 @@ def test_phi_of_the_real_samples(ct_small, chest_cr):
 # NIfTI
 # ---------------------------------------------------------------------------
 
+
 def test_nifti_summary_of_the_4d_example(sample):
     s = imaging.nifti_summary(sample("nibabel-samples", "example4d.nii.gz"))
     assert s["shape"] == (128, 96, 24, 2)
@@ -362,6 +373,7 @@ def test_pydicom_module_is_the_reader(head_ct):
 # NRRD volumes (pyradiomics test cases)
 # ---------------------------------------------------------------------------
 
+
 def _write_nrrd(path, array_zyx, spacing_zyx=(5.0, 0.5, 0.25), origin=(-10.0, 20.0, 30.0), directions=None):
     import nrrd
 
@@ -382,8 +394,9 @@ def test_read_nrrd_returns_slices_first_and_the_voxel_size(tmp_path):
 
 def test_read_nrrd_flips_axes_that_run_against_the_world_axes(tmp_path):
     arr = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4)  # (z, y, x)
-    vol = imaging.read_nrrd(_write_nrrd(tmp_path / "v.nrrd", arr, origin=(0.0, 10.0, 0.0),
-                                        directions=np.diag([0.78, -0.5, 6.5])))
+    vol = imaging.read_nrrd(
+        _write_nrrd(tmp_path / "v.nrrd", arr, origin=(0.0, 10.0, 0.0), directions=np.diag([0.78, -0.5, 6.5]))
+    )
     assert vol.spacing_mm == pytest.approx((6.5, 0.5, 0.78))
     np.testing.assert_array_equal(vol.array, arr[:, ::-1, :])  # rows now run along +y
     assert vol.origin_mm == pytest.approx((0.0, 9.0, 0.0))  # the old last row, 10 - 2 * 0.5
@@ -405,9 +418,12 @@ def test_load_radiomics_case_rejects_unknown_cases():
 
 
 def test_load_radiomics_case_rejects_a_mask_on_another_grid(tmp_path, monkeypatch):
-    files = {"lung1_image.nrrd": _write_nrrd(tmp_path / "i.nrrd", np.zeros((3, 4, 4), np.int16)),
-             "lung1_label.nrrd": _write_nrrd(tmp_path / "l.nrrd", np.zeros((3, 4, 4), np.int16),
-                                             spacing_zyx=(2.5, 0.5, 0.25))}
+    files = {
+        "lung1_image.nrrd": _write_nrrd(tmp_path / "i.nrrd", np.zeros((3, 4, 4), np.int16)),
+        "lung1_label.nrrd": _write_nrrd(
+            tmp_path / "l.nrrd", np.zeros((3, 4, 4), np.int16), spacing_zyx=(2.5, 0.5, 0.25)
+        ),
+    }
     monkeypatch.setattr(data, "sample", lambda name, file: files[file])
     with pytest.raises(ValueError, match=r"lung1: image and label geometry differ"):
         imaging.load_radiomics_case("lung1")
@@ -428,6 +444,7 @@ def test_real_radiomics_lung_case(sample, monkeypatch):
 # ---------------------------------------------------------------------------
 # real-world units and frame geometry
 # ---------------------------------------------------------------------------
+
 
 def test_real_world_units_of_the_perfusion_map(perfusion, head_ct):
     (units,) = imaging.real_world_units(perfusion)

@@ -28,8 +28,9 @@ def test_every_chapter_starts_with_the_current_install_cell(path):
     first = next(c for c in nb.cells if c.cell_type == "code")
     assert launch.TAG in first.metadata.get("tags", []), f"{path.name}: run `python -m utils.launch`"
     assert "remove-cell" in first.metadata.get("tags", [])
-    assert first.source == launch.colab_cell_source(*launch.repository()), \
+    assert first.source == launch.colab_cell_source(*launch.repository()), (
         f"{path.name}: the install cell differs from _config.yml's repository; run `python -m utils.launch`"
+    )
 
 
 def run_cell(monkeypatch, *, installed: bool, colab: bool):
@@ -41,8 +42,9 @@ def run_cell(monkeypatch, *, installed: bool, colab: bool):
         monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     if not installed:
         real = importlib.util.find_spec
-        monkeypatch.setattr(importlib.util, "find_spec",
-                            lambda name, *a: None if name.split(".")[0] == "utils" else real(name, *a))
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda name, *a: None if name.split(".")[0] == "utils" else real(name, *a)
+        )
     exec(compile(launch.colab_cell_source("https://github.com/o/r", "main"), "cell", "exec"), {})
     return calls
 
@@ -78,3 +80,20 @@ def test_binder_installs_the_package():
     assert post.is_file() and "pip install --no-deps -e ." in post.read_text()
     assert post.stat().st_mode & 0o111, "postBuild must be executable"
     assert (ROOT / "environment.yml").is_file()
+
+
+def test_the_install_cell_is_already_formatted(tmp_path):
+    """`make format` must leave the generated cell as utils.launch writes it (else the sync test fails)."""
+    import shutil
+
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
+    if ruff is None:
+        pytest.skip("ruff is not installed in this environment (make env installs it)")
+    path = tmp_path / "cell.py"
+    path.write_text(launch.colab_cell_source(*launch.repository()) + "\n", encoding="utf-8")
+    out = subprocess.run(
+        [ruff, "format", "--diff", "--config", str(Path(launch.REPO_ROOT) / "pyproject.toml"), str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, f"ruff would reformat the install cell:\n{out.stdout}"

@@ -19,7 +19,8 @@ def test_per_example_loss_matches_scikit_learn():
     probs = rng.dirichlet(np.ones(4), 30)
     labels = rng.integers(0, 4, (30, 1))
     assert membership.per_example_loss(labels, probs).mean() == pytest.approx(
-        log_loss(labels.ravel(), probs, labels=range(4)))
+        log_loss(labels.ravel(), probs, labels=range(4))
+    )
     # a confident mistake costs a large, finite loss
     assert np.isfinite(membership.per_example_loss([1], [0.0])).all()
 
@@ -47,7 +48,7 @@ def test_attack_separates_and_cannot_tell():
 def test_loss_threshold_attack_finds_an_overfitted_model():
     rng = np.random.default_rng(2)
     y_in, y_out = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
-    p_in = np.where(y_in == 1, 0.95, 0.05)                        # memorised training labels
+    p_in = np.where(y_in == 1, 0.95, 0.05)  # memorised training labels
 
     def honest(y):  # the same imperfect fit for any example, seen or not
         return np.clip(np.where(y == 1, 0.7, 0.3) + rng.normal(0, 0.2, len(y)), 0.01, 0.99)

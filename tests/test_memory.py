@@ -10,10 +10,12 @@ from utils.memory import PeakMemory
 
 def test_the_peak_of_this_process_sees_a_large_array():
     # in a fresh interpreter: a long test session may reuse freed memory that is still resident
-    code = ("import numpy as np; from utils.memory import PeakMemory\n"
-            "with PeakMemory(0.005) as mem:\n"
-            "    block = np.ones(64 * 2**20 // 8); block.sum()\n"
-            "print(mem.peak - mem.start)")
+    code = (
+        "import numpy as np; from utils.memory import PeakMemory\n"
+        "with PeakMemory(0.005) as mem:\n"
+        "    block = np.ones(64 * 2**20 // 8); block.sum()\n"
+        "print(mem.peak - mem.start)"
+    )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert int(out.stdout.strip()) > 48 * 2**20
 

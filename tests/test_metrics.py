@@ -108,8 +108,9 @@ def test_platt_recalibration_moves_a_shifted_threshold_back_and_keeps_the_auc():
     assert np.allclose(fixed.sum(axis=1), 1.0)
     assert metrics.medmnist_auc(y[2000:], fixed) == pytest.approx(metrics.medmnist_auc(y[2000:], scores[2000:]))
     assert metrics.medmnist_acc(y[2000:], fixed) > metrics.medmnist_acc(y[2000:], scores[2000:])
-    assert (metrics.expected_calibration_error(y[2000:], fixed)
-            < metrics.expected_calibration_error(y[2000:], scores[2000:]))
+    assert metrics.expected_calibration_error(y[2000:], fixed) < metrics.expected_calibration_error(
+        y[2000:], scores[2000:]
+    )
 
 
 def test_temperature_recalibration_softens_overconfidence_and_keeps_the_argmax():

@@ -6,8 +6,8 @@ import ast
 
 import nbformat
 import pytest
-
 from conftest import REPO_ROOT, leaked_lines
+
 from utils import exercises, student
 from utils.exercises import BEGIN, END
 
@@ -48,15 +48,17 @@ def test_parameters_cell(chapter):
     assert cell.cell_type == "code"
     assigned = {}
     for stmt in ast.parse(cell.source).body:
-        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name), \
+        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name), (
             f"{name}: the parameters cell may only assign PROFILE and SEED, found {ast.unparse(stmt)!r}"
+        )
         assigned[stmt.targets[0].id] = ast.literal_eval(stmt.value)
     assert set(assigned) == {"PROFILE", "SEED"}, f"{name}: the parameters cell assigns {sorted(assigned)}"
     assert assigned["PROFILE"] == "full"
     assert type(assigned["SEED"]) is int and assigned["SEED"] >= 0
     first_code, second_code = code_cells(nb)[0][0], code_cells(nb)[1][0]
-    assert "colab-install" in nb.cells[first_code].metadata.get("tags", []), \
+    assert "colab-install" in nb.cells[first_code].metadata.get("tags", []), (
         f"{name}: the first code cell must be the Colab install cell (python -m utils.launch)"
+    )
     assert index == second_code, f"{name}: the parameters cell must follow the install cell"
 
 
@@ -87,9 +89,11 @@ def test_exercise_cells_end_with_a_check(chapter):
         lines = [line.strip() for line in cell.source.splitlines()]
         if BEGIN not in lines:
             continue
-        after = "\n".join(cell.source.splitlines()[max(j for j, s in enumerate(lines) if s == END) + 1:])
-        assert exercises.labels_in(after), (f"{name} cell {i}: a solution must be followed by a check: "
-                                            f"checks.chN.ex_N_M(...) or a check_* helper of utils.exercises")
+        after = "\n".join(cell.source.splitlines()[max(j for j, s in enumerate(lines) if s == END) + 1 :])
+        assert exercises.labels_in(after), (
+            f"{name} cell {i}: a solution must be followed by a check: "
+            f"checks.chN.ex_N_M(...) or a check_* helper of utils.exercises"
+        )
         assert "hide-input" in cell.metadata.get("tags", []), f"{name} cell {i}: tag it hide-input"
 
 

@@ -196,8 +196,9 @@ def test_lesion_changes_exactly_the_mask_pixels():
 
 
 def test_flat_phantom_has_exact_contrast():
-    b = make_lesion_phantoms(4, size=64, n_lesions=1, radius=5, contrast=0.25, noise=0.0, seed=0,
-                             softness=0.0, texture=0.0, structures=False)
+    b = make_lesion_phantoms(
+        4, size=64, n_lesions=1, radius=5, contrast=0.25, noise=0.0, seed=0, softness=0.0, texture=0.0, structures=False
+    )
     for i in range(4):
         lesion = b.masks[i].astype(bool)
         ring = _ring(lesion, 3, lesion)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -16,18 +15,24 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import leaked_lines
 
 from utils import data, run, student
-
-from conftest import leaked_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 HTML = run.STAGE / "_build" / "html"
 pytestmark = pytest.mark.slow
 
 # Log lines that TensorFlow and friends write to stderr; none may reach a rendered page.
-NOISE = ("oneDNN", "TF_ENABLE_ONEDNN_OPTS", "cuda_", "cpu_feature_guard", "absl::InitializeLog",
-         "Kernel is running over TCP", "computation placer")
+NOISE = (
+    "oneDNN",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "cuda_",
+    "cpu_feature_guard",
+    "absl::InitializeLog",
+    "Kernel is running over TCP",
+    "computation placer",
+)
 
 
 def _python(*args: str, timeout: int) -> subprocess.CompletedProcess:
@@ -70,7 +75,8 @@ def test_report_lists_verified_datasets_declared_in_the_registry(fast_run):
             assert re.fullmatch(r"[0-9a-f]{64}", d["sha256"])
             assert d["source"] in {"data_dir", "cache", "download", "pypi"}
             assert stem in reg[d["dataset"]].extra.get("used_by", []), (
-                f"{stem} reads {d['dataset']} but data/registry.toml does not list it in used_by")
+                f"{stem} reads {d['dataset']} but data/registry.toml does not list it in used_by"
+            )
     env = fast_run["environment"]
     assert env["packages"]["keras"].startswith("3.")
     assert env["cpu_count"] >= 1
@@ -144,23 +150,37 @@ def test_every_chapter_typesets_its_formulas_with_the_network_cut(built_book, tm
         pytest.skip("Chromium is not installed: `apt-get install chromium` (Debian) to run this test")
     offline = _no_network_prefix()
     # without a network namespace, the browser's own switches keep it off the network
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--virtual-time-budget=20000"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=20000",
+    ]
     if not offline:
         flags += ["--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
     assert (built_book / "_static" / "mathjax" / "tex-chtml.js").is_file(), "MathJax is not served by the book"
     for path in run.discover():
         page = built_book / "notebooks" / f"{path.stem}.html"
         assert "cdn.jsdelivr.net/npm/mathjax" not in page.read_text(), f"{page.name} loads MathJax from a CDN"
-        proc = subprocess.run([*offline, browser, *flags, f"--user-data-dir={tmp_path / path.stem}", "--dump-dom",
-                               page.as_uri()], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [*offline, browser, *flags, f"--user-data-dir={tmp_path / path.stem}", "--dump-dom", page.as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         dom = proc.stdout
         assert "<mjx-container" in dom, f"{page.name}: no formula was typeset (offline)"
         text = _visible_text(dom)
         for raw in ("\\[", "\\(", "$$"):
-            assert raw not in text, f"{page.name}: raw {raw!r} left in the text: " \
-                                    f"{text[max(0, text.find(raw) - 80):text.find(raw) + 80]!r}"
+            assert raw not in text, (
+                f"{page.name}: raw {raw!r} left in the text: "
+                f"{text[max(0, text.find(raw) - 80) : text.find(raw) + 80]!r}"
+            )
 
 
 def test_pages_hide_papermill_plumbing_and_state_their_run(built_book):
@@ -207,8 +227,10 @@ def test_the_student_edition_runs_top_to_bottom_and_reports_every_exercise_not_a
     first = run.discover()[0]
     shutil.copy(first, reference / first.name)
     grades = tmp_path / "grades"
-    assert grade.main([str(tmp_path / "submitted"), "--out", str(grades), "--cell-timeout", "1800",
-                       "--timeout", "3600"]) == 0
+    assert (
+        grade.main([str(tmp_path / "submitted"), "--out", str(grades), "--cell-timeout", "1800", "--timeout", "3600"])
+        == 0
+    )
     with open(grades / "grades.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     with open(grades / "totals.csv", encoding="utf-8") as fh:
@@ -227,8 +249,8 @@ def test_the_student_edition_runs_top_to_bottom_and_reports_every_exercise_not_a
         done = nbformat.read(grades / "executed" / "untouched" / path.name, as_version=4)
         code = [c for c in done.cells if c.cell_type == "code"]
         assert code[-1].get("execution_count") is not None, f"{path.name}: the last cell did not run"
-        text = "\n".join(o.get("text", "") for c in code for o in c.get("outputs", [])
-                         if o.get("output_type") == "stream")
+        text = "\n".join(
+            o.get("text", "") for c in code for o in c.get("outputs", []) if o.get("output_type") == "stream"
+        )
         passed = re.findall(r"Exercise [\w.]+ passed\.", text)
         assert not passed, f"{path.name}: checks passed on a placeholder: {passed}"
-

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from conftest import resolve_real_sample
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-from conftest import resolve_real_sample
 from utils import data, imaging, privacy
 
 DICOM_DATASETS = ("pydicom-samples", "pydicom-data-samples")
@@ -23,6 +23,7 @@ SALT = "test-salt-0123456789"
 # ---------------------------------------------------------------------------
 # the profile table
 # ---------------------------------------------------------------------------
+
 
 def test_profile_table_is_all_of_table_e11_from_the_pinned_library():
     from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
@@ -45,17 +46,42 @@ def test_profile_table_is_all_of_table_e11_from_the_pinned_library():
     assert privacy.profile_code(0x60023000) == "X" and privacy.profile_code("SOPClassUID") is None
 
 
-@pytest.mark.parametrize("keyword, code", [  # a cross-check of the library's table against the standard's rows
-    ("PatientID", "Z/D"), ("PatientBirthDate", "Z"), ("AccessionNumber", "Z"), ("StudyDate", "Z"),
-    ("ReferringPhysicianName", "Z"), ("StationName", "X/Z/D"), ("DeviceSerialNumber", "X/Z/D"),
-    ("SOPInstanceUID", "U"), ("FrameOfReferenceUID", "U"), ("ReferencedImageSequence", "X/Z/U*"),
-    ("PatientAddress", "X"), ("OtherPatientIDsSequence", "X"), ("ScheduledPerformingPhysicianName", "X")])
+@pytest.mark.parametrize(
+    "keyword, code",
+    [  # a cross-check of the library's table against the standard's rows
+        ("PatientID", "Z/D"),
+        ("PatientBirthDate", "Z"),
+        ("AccessionNumber", "Z"),
+        ("StudyDate", "Z"),
+        ("ReferringPhysicianName", "Z"),
+        ("StationName", "X/Z/D"),
+        ("DeviceSerialNumber", "X/Z/D"),
+        ("SOPInstanceUID", "U"),
+        ("FrameOfReferenceUID", "U"),
+        ("ReferencedImageSequence", "X/Z/U*"),
+        ("PatientAddress", "X"),
+        ("OtherPatientIDsSequence", "X"),
+        ("ScheduledPerformingPhysicianName", "X"),
+    ],
+)
 def test_profile_codes_of_well_known_rows(keyword, code):
     assert privacy.BASIC_PROFILE[keyword] == code
 
 
-@pytest.mark.parametrize("code, action", [("X", "X"), ("Z", "Z"), ("D", "D"), ("U", "U"), ("X/Z", "Z"),
-                                          ("X/D", "D"), ("Z/D", "D"), ("X/Z/D", "D"), ("X/Z/U*", "U*")])
+@pytest.mark.parametrize(
+    "code, action",
+    [
+        ("X", "X"),
+        ("Z", "Z"),
+        ("D", "D"),
+        ("U", "U"),
+        ("X/Z", "Z"),
+        ("X/D", "D"),
+        ("Z/D", "D"),
+        ("X/Z/D", "D"),
+        ("X/Z/U*", "U*"),
+    ],
+)
 def test_applied_action(code, action):
     assert privacy.applied_action(code) == action
 
@@ -68,6 +94,7 @@ def test_applied_action_rejects_unknown_codes():
 # ---------------------------------------------------------------------------
 # UIDs and pseudonyms
 # ---------------------------------------------------------------------------
+
 
 def test_remap_uid_is_deterministic_valid_and_keyed():
     uid = "1.3.6.1.4.1.5962.1.2.9.20040826185059.5457"
@@ -82,8 +109,9 @@ def test_remap_uid_is_deterministic_valid_and_keyed():
 
 def test_pydicom_generate_uid_without_prefix_ignores_entropy():
     # the reason remap_uid does not use generate_uid(prefix=None, entropy_srcs=...)
-    assert generate_uid(prefix=None, entropy_srcs=[SALT, "1.2.3"]) != generate_uid(prefix=None,
-                                                                                    entropy_srcs=[SALT, "1.2.3"])
+    assert generate_uid(prefix=None, entropy_srcs=[SALT, "1.2.3"]) != generate_uid(
+        prefix=None, entropy_srcs=[SALT, "1.2.3"]
+    )
 
 
 def test_salt_must_be_given():
@@ -101,6 +129,7 @@ def test_pseudonym_is_keyed_and_stable():
 # ---------------------------------------------------------------------------
 # de-identification of a made-up dataset
 # ---------------------------------------------------------------------------
+
 
 def made_up_dataset() -> Dataset:
     ds = Dataset()
@@ -160,8 +189,15 @@ def test_deidentify_made_up_dataset():
     assert new.PixelData == ds.PixelData
     # the audit log names every action
     actions = {(e.keyword, e.action) for e in audit}
-    assert {("PatientName", "Z"), ("PatientAge", "X"), ("SeriesDate", "D"), ("SOPInstanceUID", "U"),
-            ("(private)", "X"), ("ReferencedSOPInstanceUID", "U"), ("PatientIdentityRemoved", "withheld")} <= actions
+    assert {
+        ("PatientName", "Z"),
+        ("PatientAge", "X"),
+        ("SeriesDate", "D"),
+        ("SOPInstanceUID", "U"),
+        ("(private)", "X"),
+        ("ReferencedSOPInstanceUID", "U"),
+        ("PatientIdentityRemoved", "withheld"),
+    } <= actions
     assert any(e.path == "ReferencedImageSequence[0].ReferencedSOPInstanceUID" for e in audit)
     assert result.warnings and "Burned In Annotation" in result.warnings[0]
     assert privacy.surviving_identifiers(new, original=ds) == []
@@ -227,6 +263,7 @@ def _bytes(ds) -> bytes:
 # ---------------------------------------------------------------------------
 # every real DICOM sample of the data layer
 # ---------------------------------------------------------------------------
+
 
 def _real_files() -> list[tuple[str, str]]:
     return [(name, Path(f.path).name) for name in DICOM_DATASETS for f in data.dataset(name).files]
@@ -374,13 +411,14 @@ def test_checker_ignores_the_allow_list_and_standard_uids():
 # burned-in text: pixel cleaning on the ultrasound sample
 # ---------------------------------------------------------------------------
 
+
 def test_clean_pixels_blanks_the_known_band_of_the_ultrasound(real_samples):
     us = real_samples["US1_UNCR.dcm"]
     first = privacy.deidentify(us, salt=SALT)
     assert first.pixel_review and "PatientIdentityRemoved" not in first.dataset
     cleaned = privacy.clean_pixels(us)
     before, after = us.pixel_array, pydicom.dcmread(io.BytesIO(_bytes(cleaned))).pixel_array
-    (r0, r1, c0, c1), = privacy.BURNED_IN_REGIONS[("US", "G.E. Medical Systems", "LOGIQ 700")]
+    ((r0, r1, c0, c1),) = privacy.BURNED_IN_REGIONS[("US", "G.E. Medical Systems", "LOGIQ 700")]
     assert before[r0:r1, c0:c1].max() > 0 and after[r0:r1, c0:c1].max() == 0
     assert np.array_equal(before[r1:], after[r1:])  # the image below the band is untouched
     second = privacy.deidentify(cleaned, salt=SALT, pixels_cleaned=True)
@@ -400,6 +438,7 @@ def test_compare_with_library_reports_differences(real_samples):
 # ---------------------------------------------------------------------------
 # federated learning
 # ---------------------------------------------------------------------------
+
 
 def test_split_by_label_mix():
     y = np.array([0] * 100 + [1] * 60)
@@ -448,13 +487,15 @@ def test_federated_averaging_with_keras():
 
     keras.utils.set_random_seed(0)
     model = privacy.small_cnn((8, 8, 1), 2, width=2)
-    model.compile(optimizer=keras.optimizers.SGD(0.1),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     rng = np.random.default_rng(0)
     clients = [(rng.random((12, 8, 8, 1), dtype=np.float32), rng.integers(0, 2, 12)) for _ in range(2)]
     start = model.get_weights()
-    history = privacy.federated_averaging(model, clients, rounds=2, local_epochs=1, batch_size=4,
-                                          on_round=lambda r, m: r)
+    history = privacy.federated_averaging(
+        model, clients, rounds=2, local_epochs=1, batch_size=4, on_round=lambda r, m: r
+    )
     assert history == [0, 1]
     assert any(not np.allclose(a, b) for a, b in zip(start, model.get_weights()))
     with pytest.raises(ValueError, match="rounds and local_epochs"):
@@ -464,6 +505,7 @@ def test_federated_averaging_with_keras():
 # ---------------------------------------------------------------------------
 # DP-SGD
 # ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def batch():
@@ -490,7 +532,7 @@ def test_per_example_gradients_match_one_at_a_time(batch):
     model, loss, x, y, pe = batch
     for i in (0, 5):
         with tf.GradientTape() as tape:
-            li = loss(y[i:i + 1], model(x[i:i + 1], training=True))
+            li = loss(y[i : i + 1], model(x[i : i + 1], training=True))
         for g_all, g_one in zip(pe, tape.gradient(li, model.trainable_variables)):
             np.testing.assert_allclose(g_all[i], np.asarray(g_one), rtol=1e-4, atol=1e-6)
 
@@ -513,7 +555,7 @@ def test_clipping_bounds_each_example(batch):
     norms = np.sqrt(sum(np.sum(g.reshape(len(g), -1) ** 2, axis=1) for g in scaled))
     assert np.all(norms > 1.0)
     for i in range(len(scaled[0])):
-        one = [g[i:i + 1] for g in scaled]
+        one = [g[i : i + 1] for g in scaled]
         out, _ = privacy.clip_and_noise(one, l2_norm_clip=0.3, noise_multiplier=0.0, expected_batch_size=1)
         norm = np.sqrt(sum(np.sum(np.asarray(a) ** 2) for a in out))
         assert norm == pytest.approx(0.3, rel=1e-5)
@@ -552,13 +594,15 @@ def test_train_dp_sgd_runs_and_counts_steps(batch):
     x = rng.random((40, 8, 8, 1), dtype=np.float32)
     y = rng.integers(0, 2, 40)
     start = model.get_weights()
-    run = privacy.train_dp_sgd(model, x, y, epochs=1, expected_batch_size=10, learning_rate=0.1,
-                               l2_norm_clip=1.0, noise_multiplier=1.0, seed=0)
+    run = privacy.train_dp_sgd(
+        model, x, y, epochs=1, expected_batch_size=10, learning_rate=0.1, l2_norm_clip=1.0, noise_multiplier=1.0, seed=0
+    )
     assert run["steps"] == 4 and run["sampling_probability"] == pytest.approx(0.25)
     assert any(not np.allclose(a, b) for a, b in zip(start, model.get_weights()))
     with pytest.raises(ValueError, match="expected_batch_size"):
-        privacy.train_dp_sgd(model, x, y, epochs=1, expected_batch_size=100, learning_rate=0.1,
-                             l2_norm_clip=1.0, noise_multiplier=1.0)
+        privacy.train_dp_sgd(
+            model, x, y, epochs=1, expected_batch_size=100, learning_rate=0.1, l2_norm_clip=1.0, noise_multiplier=1.0
+        )
 
 
 def test_an_empty_poisson_batch_still_adds_noise(batch):
@@ -569,8 +613,17 @@ def test_an_empty_poisson_batch_still_adds_noise(batch):
     model = privacy.small_cnn((8, 8, 1), 2, width=2)
     start = model.get_weights()
     x = np.zeros((4, 8, 8, 1), np.float32)
-    run = privacy.train_dp_sgd(model, x, np.array([0, 1, 0, 1]), epochs=0.25, expected_batch_size=1,
-                               learning_rate=0.1, l2_norm_clip=1.0, noise_multiplier=1.0, seed=seed)
+    run = privacy.train_dp_sgd(
+        model,
+        x,
+        np.array([0, 1, 0, 1]),
+        epochs=0.25,
+        expected_batch_size=1,
+        learning_rate=0.1,
+        l2_norm_clip=1.0,
+        noise_multiplier=1.0,
+        seed=seed,
+    )
     assert run["steps"] == 1 and run["examples_seen"] == 0 and np.isnan(run["mean_norm"][0])
     assert any(not np.allclose(a, b) for a, b in zip(start, model.get_weights()))
 
@@ -599,8 +652,18 @@ def _dp_run(secure, seed, epochs=1.0):
     rng = np.random.default_rng(0)
     x = rng.random((40, 8, 8, 1), dtype=np.float32)
     y = rng.integers(0, 2, 40)
-    run = privacy.train_dp_sgd(model, x, y, epochs=epochs, expected_batch_size=10, learning_rate=0.1,
-                               l2_norm_clip=1.0, noise_multiplier=1.0, seed=seed, secure=secure)
+    run = privacy.train_dp_sgd(
+        model,
+        x,
+        y,
+        epochs=epochs,
+        expected_batch_size=10,
+        learning_rate=0.1,
+        l2_norm_clip=1.0,
+        noise_multiplier=1.0,
+        seed=seed,
+        secure=secure,
+    )
     return run, np.concatenate([np.ravel(w) for w in model.get_weights()])
 
 

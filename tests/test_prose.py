@@ -24,8 +24,10 @@ def numbers(markdown, allowed=None):
 
 # ----------------------------------------------------------------- the rule, on wrong and right texts
 def test_hand_typed_results_are_caught():
-    text = ("The U-Net reached a Dice of 0.939 [0.928, 0.949] on the nuclei, 18 % above the floor; "
-            "training took 492 s and 2.0 GiB.")
+    text = (
+        "The U-Net reached a Dice of 0.939 [0.928, 0.949] on the nuclei, 18 % above the floor; "
+        "training took 492 s and 2.0 GiB."
+    )
     assert numbers(text) == ["0.939", "0.928", "0.949", "18 %", "492 s", "2.0 GiB"]
 
 
@@ -35,9 +37,11 @@ def test_a_table_typed_in_markdown_is_caught():
 
 
 def test_glued_values_math_code_and_references_pass():
-    text = ("The U-Net reached {glue:text}`unet_dice` ({glue:text}`unet_dice:.3f`) in section 7.1 "
-            "and exercises 3.1 and 3.4, with $p = 0.5$ and `lr = 2e-3`, on Python 3.11; see "
-            "[the log](decisions.md#v1.2).\n\n```python\nx = 0.25\n```\n\n$$\nD = 0.5\n$$\n")
+    text = (
+        "The U-Net reached {glue:text}`unet_dice` ({glue:text}`unet_dice:.3f`) in section 7.1 "
+        "and exercises 3.1 and 3.4, with $p = 0.5$ and `lr = 2e-3`, on Python 3.11; see "
+        "[the log](decisions.md#v1.2).\n\n```python\nx = 0.25\n```\n\n$$\nD = 0.5\n$$\n"
+    )
     assert numbers(text) == []
 
 
@@ -60,8 +64,10 @@ def test_the_allow_list_admits_only_what_it_names():
 
 
 def test_directive_bodies_are_prose_but_code_fences_are_not():
-    text = ("```{admonition} Result\nThe run gave 0.91.\n```\n\n```\nprinted 0.77\n```\n\n"
-            "````{exercise} x\n```python\ny = 0.3\n```\nIt scored 0.66.\n````")
+    text = (
+        "```{admonition} Result\nThe run gave 0.91.\n```\n\n```\nprinted 0.77\n```\n\n"
+        "````{exercise} x\n```python\ny = 0.3\n```\nIt scored 0.66.\n````"
+    )
     assert numbers(text) == ["0.91", "0.66"]
 
 
@@ -85,15 +91,27 @@ def test_comparison_words():
 def test_glue_references_and_glued_keys():
     md = "A {glue:text}`a` and {glue:text}`b:.2f`, {glue}`c`, {glue:text}`other.ipynb::d`.\n\n```{glue:md} e\n```"
     assert prose.glue_references(md) == {"a", "b", "c", "e"}
-    executed = {"cells": [{"cell_type": "code", "outputs": [
-        {"output_type": "display_data", "metadata": {"scrapbook": {"name": "a"}}, "data": {}},
-        {"output_type": "stream", "text": "x"}]}]}
+    executed = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "outputs": [
+                    {"output_type": "display_data", "metadata": {"scrapbook": {"name": "a"}}, "data": {}},
+                    {"output_type": "stream", "text": "x"},
+                ],
+            }
+        ]
+    }
     assert prose.glued_keys(executed) == {"a"}
 
 
 def test_check_notebook_reports_missing_glue(tmp_path):
-    nb = {"cells": [{"cell_type": "markdown", "source": "Dice {glue:text}`dice`.", "metadata": {}}],
-          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    nb = {
+        "cells": [{"cell_type": "markdown", "source": "Dice {glue:text}`dice`.", "metadata": {}}],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     src = tmp_path / "99_x.ipynb"
     src.write_text(json.dumps(nb))
     executed = tmp_path / "done.ipynb"
@@ -113,8 +131,12 @@ def test_allowlist_entries_need_a_reason(tmp_path):
 def test_no_control_characters(path):
     if path.suffix == ".ipynb":
         nb = json.loads(path.read_text(encoding="utf-8"))
-        found = [f for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown"
-                 for f in prose.control_characters("".join(c["source"]), f"cell {i}")]
+        found = [
+            f
+            for i, c in enumerate(nb["cells"])
+            if c["cell_type"] == "markdown"
+            for f in prose.control_characters("".join(c["source"]), f"cell {i}")
+        ]
     else:
         found = prose.control_characters(path.read_text(encoding="utf-8"), path.name)
     assert not found, "\n".join(map(str, found))
@@ -123,8 +145,10 @@ def test_no_control_characters(path):
 @pytest.mark.parametrize("path", NOTEBOOKS + PAGES, ids=lambda p: p.name)
 def test_no_hand_typed_measured_numbers_or_verdicts(path):
     found = prose.check_notebook(path) if path.suffix == ".ipynb" else prose.check_page(path)
-    assert not found, "glue these from the run (utils.report.glue) or justify them in " \
-                      f"tests/prose_allowlist/{path.stem}.toml:\n" + "\n".join(map(str, found))
+    assert not found, (
+        "glue these from the run (utils.report.glue) or justify them in "
+        f"tests/prose_allowlist/{path.stem}.toml:\n" + "\n".join(map(str, found))
+    )
 
 
 @pytest.mark.parametrize("path", sorted(prose.ALLOWLIST_DIR.glob("*.toml")), ids=lambda p: p.name)

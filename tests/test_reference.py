@@ -13,8 +13,9 @@ def keras():
     return keras
 
 
-@pytest.mark.parametrize("padding,stride,k", [("same", 1, 3), ("valid", 1, 3), ("same", 2, 3), ("valid", 2, 5),
-                                              ("same", 2, 4)])
+@pytest.mark.parametrize(
+    "padding,stride,k", [("same", 1, 3), ("valid", 1, 3), ("same", 2, 3), ("valid", 2, 5), ("same", 2, 4)]
+)
 def test_conv2d_matches_keras_conv2d(keras, padding, stride, k):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 11, 9, 3)).astype("float32")
@@ -76,6 +77,7 @@ def test_attention_matches_keras_multi_head_attention(keras):
 
 def test_attention_rows_sum_to_one():
     rng = np.random.default_rng(3)
-    _, w = reference.scaled_dot_product_attention(rng.normal(size=(4, 3)), rng.normal(size=(6, 3)),
-                                                  rng.normal(size=(6, 2)))
+    _, w = reference.scaled_dot_product_attention(
+        rng.normal(size=(4, 3)), rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    )
     np.testing.assert_allclose(w.sum(axis=-1), 1.0)

@@ -33,9 +33,13 @@ def test_without_record_env_nothing_is_written(tmp_path, monkeypatch):
 def test_metric_writes_the_record(record):
     value = np.float32(0.875)
     assert report.metric("accuracy", value, unit="%", target=">= 0.8", split="test") is value
-    assert read(record) == {"metrics": {"accuracy": {"value": 0.875, "unit": "%", "target": ">= 0.8",
-                                                     "split": "test"}},
-                            "timings": {}, "datasets": [], "environment": {}, "glued": {}}
+    assert read(record) == {
+        "metrics": {"accuracy": {"value": 0.875, "unit": "%", "target": ">= 0.8", "split": "test"}},
+        "timings": {},
+        "datasets": [],
+        "environment": {},
+        "glued": {},
+    }
     report.metric("loss", 1)
     on_disk = read(record)
     assert on_disk == report.current() and set(on_disk["metrics"]) == {"accuracy", "loss"}
@@ -142,7 +146,8 @@ def test_record_dataset_deduplicates(record):
     report.record_dataset("tiny", "tiny/a.bin", "ab" * 32, "download")
     assert read(record)["datasets"] == [
         {"dataset": "tiny", "file": "tiny/a.bin", "sha256": "ab" * 32, "source": "cache"},
-        {"dataset": "tiny", "file": "tiny/a.bin", "sha256": "ab" * 32, "source": "download"}]
+        {"dataset": "tiny", "file": "tiny/a.bin", "sha256": "ab" * 32, "source": "download"},
+    ]
 
 
 def test_environment_merges_and_converts(record):
@@ -195,8 +200,17 @@ def test_glue_interval_glues_the_parts(record):
 def test_glue_verdict_follows_the_interval(record):
     assert report.glue_verdict("v1", (0.002, -0.002, 0.005)) == "no detectable difference"
     assert report.glue_verdict("v2", -0.008, -0.016, -0.002) == "below"
-    assert report.glue_verdict("v3", (0.97, 0.96, 0.98), reference=0.944, above="higher than",
-                               none="not detectably different from", below="lower than") == "above"
+    assert (
+        report.glue_verdict(
+            "v3",
+            (0.97, 0.96, 0.98),
+            reference=0.944,
+            above="higher than",
+            none="not detectably different from",
+            below="lower than",
+        )
+        == "above"
+    )
     glued = read(record)["glued"]
     assert glued["v1"] == "no detectable difference" and glued["v2"] == "below" and glued["v3"] == "higher than"
     with pytest.raises(ValueError, match="all three wordings"):
@@ -211,6 +225,7 @@ def test_glued_text_is_a_string_that_the_notebook_does_not_echo(record):
 
 def test_timer_records_the_block(monkeypatch, tmp_path):
     import json
+
     record = tmp_path / "record.json"
     monkeypatch.setenv(report.RECORD_ENV, str(record))
     with report.timer("a block", n_items=10) as t:

@@ -15,24 +15,58 @@ from utils.report import RECORD_ENV
 
 def report_dict():
     return {
-        "profile": "fast", "started": "2026-01-02 03:04", "total_s": 90.0,
-        "environment": {"python": "3.11.7", "platform": "Linux-x86_64", "cpu": "Test CPU", "cpu_count": 2,
-                        "memory_gb": 8.0, "keras_backend_env": "jax", "git_commit": "abc1234+local changes",
-                        "packages": {"keras": "3.15.1", "numpy": "2.4.6"}},
+        "profile": "fast",
+        "started": "2026-01-02 03:04",
+        "total_s": 90.0,
+        "environment": {
+            "python": "3.11.7",
+            "platform": "Linux-x86_64",
+            "cpu": "Test CPU",
+            "cpu_count": 2,
+            "memory_gb": 8.0,
+            "keras_backend_env": "jax",
+            "git_commit": "abc1234+local changes",
+            "packages": {"keras": "3.15.1", "numpy": "2.4.6"},
+        },
         "notebooks": [
-            {"notebook": "01_ok.ipynb", "profile": "fast", "status": "ok", "wall_s": 12.34, "peak_rss_mb": 612.4,
-             "environment": {"keras_backend": "jax", "devices": ["cpu:0", "gpu:0"]},
-             "metrics": {"accuracy": {"value": 0.912345, "target": ">= 0.9"},
-                         "auc": {"value": [0.93, 0.89, 0.96], "target": ">= 0.944 (ResNet-18)"},
-                         "auc_low": {"value": [0.80, 0.75, 0.85], "target": ">= 0.90"},
-                         "files": {"value": 7, "target": "all 7"},
-                         "dice": {"value": [0.5, 0.25], "unit": "per class"}, "n": {"value": 3}},
-             "timings": {"train": {"seconds": 2.0, "n_items": 1000, "item": "images", "per_second": 500.0},
-                         "setup": {"seconds": 0.5}},
-             "datasets": [{"dataset": "breastmnist", "file": "medmnist/breastmnist.npz", "sha256": "3a22d2a4" * 8,
-                           "source": "data_dir"}]},
-            {"notebook": "02_broken.ipynb", "profile": "fast", "status": "failed", "wall_s": 3.0, "peak_rss_mb": 100.0,
-             "error": "ValueError: boom", "cell": 2, "cell_source": "raise ValueError('boom')"},
+            {
+                "notebook": "01_ok.ipynb",
+                "profile": "fast",
+                "status": "ok",
+                "wall_s": 12.34,
+                "peak_rss_mb": 612.4,
+                "environment": {"keras_backend": "jax", "devices": ["cpu:0", "gpu:0"]},
+                "metrics": {
+                    "accuracy": {"value": 0.912345, "target": ">= 0.9"},
+                    "auc": {"value": [0.93, 0.89, 0.96], "target": ">= 0.944 (ResNet-18)"},
+                    "auc_low": {"value": [0.80, 0.75, 0.85], "target": ">= 0.90"},
+                    "files": {"value": 7, "target": "all 7"},
+                    "dice": {"value": [0.5, 0.25], "unit": "per class"},
+                    "n": {"value": 3},
+                },
+                "timings": {
+                    "train": {"seconds": 2.0, "n_items": 1000, "item": "images", "per_second": 500.0},
+                    "setup": {"seconds": 0.5},
+                },
+                "datasets": [
+                    {
+                        "dataset": "breastmnist",
+                        "file": "medmnist/breastmnist.npz",
+                        "sha256": "3a22d2a4" * 8,
+                        "source": "data_dir",
+                    }
+                ],
+            },
+            {
+                "notebook": "02_broken.ipynb",
+                "profile": "fast",
+                "status": "failed",
+                "wall_s": 3.0,
+                "peak_rss_mb": 100.0,
+                "error": "ValueError: boom",
+                "cell": 2,
+                "cell_source": "raise ValueError('boom')",
+            },
         ],
     }
 
@@ -41,15 +75,18 @@ def test_render_markdown():
     md = run.render_markdown(report_dict())
     lines = md.splitlines()
     assert md.endswith("\n")
-    assert lines[0] == ("Run of **2026-01-02 03:04** (UTC), profile **`fast`**, total **1.5 min**, "
-                        "commit `abc1234+local changes`. The chapters' own wall times add up to **0.3 min** "
-                        "(within 10 min).")
+    assert lines[0] == (
+        "Run of **2026-01-02 03:04** (UTC), profile **`fast`**, total **1.5 min**, "
+        "commit `abc1234+local changes`. The chapters' own wall times add up to **0.3 min** "
+        "(within 10 min)."
+    )
     assert "| `01_ok.ipynb` | ok | 12.3 s | within 100 s | 612 MiB | yes | jax | cpu:0, gpu:0 |" in lines
     assert "| `02_broken.ipynb` | **FAILED** | 3.0 s | within 100 s | 100 MiB | yes | – | – |" in lines
     assert "Failed in cell 2 (`raise ValueError('boom')`): ValueError: boom" in lines
     assert "| accuracy | 0.9123 | >= 0.9 | **met**: point value, no interval |" in lines
-    assert ("| auc | [0.93, 0.89, 0.96] | >= 0.944 (ResNet-18) | **not shown**: the interval contains the "
-            "reference |") in lines
+    assert (
+        "| auc | [0.93, 0.89, 0.96] | >= 0.944 (ResNet-18) | **not shown**: the interval contains the reference |"
+    ) in lines
     assert "| auc_low | [0.8, 0.75, 0.85] | >= 0.90 | **not met**: the whole interval is below the reference |" in lines
     assert "| files | 7 | all 7 | not judged: the target states no number to compare with |" in lines
     assert "| dice | [0.5, 0.25] per class |  |  |" in lines
@@ -109,14 +146,17 @@ def dirs(tmp_path):
 
 
 def test_execute_a_notebook_that_succeeds(dirs):
-    nb = write_nb(dirs / "nbs" / "01_ok.ipynb", [
-        "import os\nfrom utils import report\n"
-        "report.metric('profile_seen', PROFILE)\n"
-        "report.metric('strict', os.environ.get('MEDIMG_STRICT_EXERCISES'))\n"
-        "report.timing('work', 2.0, n_items=10)\n"
-        "report.environment(cwd=os.getcwd())",
-        "print('done')",
-    ])
+    nb = write_nb(
+        dirs / "nbs" / "01_ok.ipynb",
+        [
+            "import os\nfrom utils import report\n"
+            "report.metric('profile_seen', PROFILE)\n"
+            "report.metric('strict', os.environ.get('MEDIMG_STRICT_EXERCISES'))\n"
+            "report.timing('work', 2.0, n_items=10)\n"
+            "report.environment(cwd=os.getcwd())",
+            "print('done')",
+        ],
+    )
     entry = run.execute(nb, "fast", dirs / "out", dirs / "records", timeout=120)
     assert entry["status"] == "ok", entry
     assert entry["notebook"] == "01_ok.ipynb" and entry["profile"] == "fast"
@@ -133,11 +173,15 @@ def test_execute_a_notebook_that_succeeds(dirs):
 
 def test_execute_a_notebook_that_fails_in_its_third_cell(dirs):
     # cells: 0 parameters, 1 metric, 2 the failing cell, 3 never runs
-    nb = write_nb(dirs / "nbs" / "02_bad.ipynb", [
-        "from utils import report\nreport.metric('before', 1)",
-        "value = 1 / 1\nraise ValueError('boom in the third cell')",
-        "report.metric('after', 2)",
-    ], title=False)
+    nb = write_nb(
+        dirs / "nbs" / "02_bad.ipynb",
+        [
+            "from utils import report\nreport.metric('before', 1)",
+            "value = 1 / 1\nraise ValueError('boom in the third cell')",
+            "report.metric('after', 2)",
+        ],
+        title=False,
+    )
     stale = dirs / "records" / "02_bad.json"
     stale.write_text('{"metrics": {"stale": {"value": 0}}}')  # a record from an earlier run is not reused
     entry = run.execute(nb, "fast", dirs / "out", dirs / "records", timeout=120)
@@ -152,15 +196,21 @@ def test_execute_a_notebook_that_fails_in_its_third_cell(dirs):
 
 
 def test_failed_cell_ignores_cells_papermill_inserts(tmp_path):
-    nb = new_notebook(cells=[
-        new_markdown_cell("error banner", metadata={"tags": ["papermill-error-cell-tag"]}),
-        new_code_cell('PROFILE = "full"', metadata={"tags": ["parameters"]}),
-        new_code_cell('PROFILE = "fast"', metadata={"tags": ["injected-parameters"]}),
-        new_code_cell("ok = 1"),
-        new_markdown_cell("anchor", metadata={"tags": ["papermill-error-cell-tag"]}),
-        new_code_cell("\n\n1 / 0\nmore", outputs=[nbformat.v4.new_output("error", ename="ZeroDivisionError",
-                                                                           evalue="division by zero", traceback=[])]),
-    ])
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell("error banner", metadata={"tags": ["papermill-error-cell-tag"]}),
+            new_code_cell('PROFILE = "full"', metadata={"tags": ["parameters"]}),
+            new_code_cell('PROFILE = "fast"', metadata={"tags": ["injected-parameters"]}),
+            new_code_cell("ok = 1"),
+            new_markdown_cell("anchor", metadata={"tags": ["papermill-error-cell-tag"]}),
+            new_code_cell(
+                "\n\n1 / 0\nmore",
+                outputs=[
+                    nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])
+                ],
+            ),
+        ]
+    )
     nbformat.write(nb, tmp_path / "x.ipynb")
     exc = RuntimeError("kernel said no")
     info = run._failed_cell(exc, tmp_path / "x.ipynb")
@@ -170,12 +220,31 @@ def test_failed_cell_ignores_cells_papermill_inserts(tmp_path):
 
 def test_render_markdown_escapes_table_breaking_text():
     report = {
-        "profile": "fast", "started": "2026-01-01 00:00", "total_s": 1.0,
-        "environment": {"git_commit": "abc", "python": "3.11", "platform": "linux", "cpu": "x", "cpu_count": 2,
-                        "memory_gb": 1.0, "keras_backend_env": "tensorflow", "packages": {}},
-        "notebooks": [{"notebook": "01_x.ipynb", "status": "failed", "wall_s": 1.0, "peak_rss_mb": 10.0,
-                       "cell": 3, "cell_source": "x = a | b", "error": "ValueError: `bad` | worse\nmore",
-                       "metrics": {"AUC | test": {"value": 0.9, "target": ">= 0.8 | 0.85"}}}],
+        "profile": "fast",
+        "started": "2026-01-01 00:00",
+        "total_s": 1.0,
+        "environment": {
+            "git_commit": "abc",
+            "python": "3.11",
+            "platform": "linux",
+            "cpu": "x",
+            "cpu_count": 2,
+            "memory_gb": 1.0,
+            "keras_backend_env": "tensorflow",
+            "packages": {},
+        },
+        "notebooks": [
+            {
+                "notebook": "01_x.ipynb",
+                "status": "failed",
+                "wall_s": 1.0,
+                "peak_rss_mb": 10.0,
+                "cell": 3,
+                "cell_source": "x = a | b",
+                "error": "ValueError: `bad` | worse\nmore",
+                "metrics": {"AUC | test": {"value": 0.9, "target": ">= 0.8 | 0.85"}},
+            }
+        ],
     }
     text = run.render_markdown(report)
     metric_rows = [line for line in text.splitlines() if line.startswith("| AUC")]
@@ -186,8 +255,14 @@ def test_render_markdown_escapes_table_breaking_text():
 
 
 def test_prepare_page_hides_the_injected_cell_and_states_the_run(tmp_path):
-    nb = new_notebook(cells=[new_markdown_cell("# Title"), new_code_cell("PROFILE = 'full'"),
-                             new_code_cell("PROFILE = 'fast'"), new_code_cell("1 + 1")])
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell("# Title"),
+            new_code_cell("PROFILE = 'full'"),
+            new_code_cell("PROFILE = 'fast'"),
+            new_code_cell("1 + 1"),
+        ]
+    )
     nb.cells[1].metadata["tags"] = ["parameters"]
     nb.cells[2].metadata["tags"] = ["injected-parameters"]
     path = tmp_path / "01_x.ipynb"
@@ -197,7 +272,12 @@ def test_prepare_page_hides_the_injected_cell_and_states_the_run(tmp_path):
         run.prepare_page(path, entry, "abc1234")
     done = nbformat.read(path, as_version=4)
     assert [c.metadata.get("tags", []) for c in done.cells] == [
-        [], [run.PROVENANCE_TAG], ["parameters"], ["injected-parameters", "remove-cell"], []]
+        [],
+        [run.PROVENANCE_TAG],
+        ["parameters"],
+        ["injected-parameters", "remove-cell"],
+        [],
+    ]
     line = done.cells[1].source
     assert "**fast** profile" in line and "abc1234" in line and "jax" in line
 
@@ -221,8 +301,11 @@ def test_a_chapter_with_unchanged_inputs_is_reused(tmp_path, monkeypatch):
     # what does not feed the chapter does not matter; what does, does
     (root / "data" / "registry.toml").write_text('[d1]\nused_by = ["01_x"]\n[d2]\nused_by = ["02_y"]\nx = 1\n')
     assert run.fingerprint(nb_path, "fast", root) == base
-    for path, text in ((root / "utils" / "a.py", "x = 2\n"), (root / "requirements.txt", "numpy==2.4.7\n"),
-                       (root / "data" / "registry.toml", '[d1]\nused_by = ["01_x"]\nsha256 = "ab"\n')):
+    for path, text in (
+        (root / "utils" / "a.py", "x = 2\n"),
+        (root / "requirements.txt", "numpy==2.4.7\n"),
+        (root / "data" / "registry.toml", '[d1]\nused_by = ["01_x"]\nsha256 = "ab"\n'),
+    ):
         old = path.read_text()
         path.write_text(text)
         assert run.fingerprint(nb_path, "fast", root) != base, path.name
@@ -247,12 +330,15 @@ def test_a_chapter_with_unchanged_inputs_is_reused(tmp_path, monkeypatch):
     assert "ok (reused: run of 2026-12-01 10:00" in md and "1 of 1 chapters were reused" in md
 
 
-@pytest.mark.parametrize("value, target, profile, status", [
-    (0.82, "> 0.85 (fast profile: > 0.8)", "fast", "met"),
-    (0.82, "> 0.85 (fast profile: > 0.8)", "full", "not met"),
-    (0.5, ">= 0.90 (full profile)", "fast", "not judged"),
-    (0.95, ">= 0.90 (full profile)", "full", "met"),
-    (0.3, "about 0.70 (TensorFlow tutorial CNN); > 0.25 (fast profile)", "full", "not judged"),
-])
+@pytest.mark.parametrize(
+    "value, target, profile, status",
+    [
+        (0.82, "> 0.85 (fast profile: > 0.8)", "fast", "met"),
+        (0.82, "> 0.85 (fast profile: > 0.8)", "full", "not met"),
+        (0.5, ">= 0.90 (full profile)", "fast", "not judged"),
+        (0.95, ">= 0.90 (full profile)", "full", "met"),
+        (0.3, "about 0.70 (TensorFlow tutorial CNN); > 0.25 (fast profile)", "full", "not judged"),
+    ],
+)
 def test_targets_that_name_a_profile(value, target, profile, status):
     assert run.judge_for_profile(value, target, profile)[0] == status

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-
 from conftest import ORIGINAL_DATA_DIR
+
 from utils import scale
 
 tf = pytest.importorskip("tensorflow")
@@ -38,7 +36,10 @@ def test_streaming_pipelines_yield_every_image_once(tmp_path, mode):
     xs, ys = zip(*[(a.numpy(), b.numpy()) for a, b in ds])
     got = np.concatenate(xs)
     assert got.shape == (50, 28, 28, 1) and got.dtype == np.float32 and got.max() <= 1.0
-    key = lambda arr: sorted(map(bytes, np.round(arr.reshape(len(arr), -1) * 255).astype(np.uint8)))
+
+    def key(arr):
+        return sorted(map(bytes, np.round(arr.reshape(len(arr), -1) * 255).astype(np.uint8)))
+
     assert key(got) == key(x.astype(np.float32) / 255)
     assert sorted(np.concatenate(ys)) == sorted(y)
     with pytest.raises(ValueError, match="mode"):
@@ -81,8 +82,8 @@ def test_augmented_copies_grow_the_dataset_and_keep_the_original():
 
 def test_streaming_peak_memory_does_not_grow_with_dataset_size(tmp_path):
     x, y = _images(2000, seed=3)
-    small = scale.write_shards(x, y, tmp_path / "small", n_shards=4, copies=2)     # 4,000 images
-    large = scale.write_shards(x, y, tmp_path / "large", n_shards=4, copies=40)    # 80,000 images, 63 MB
+    small = scale.write_shards(x, y, tmp_path / "small", n_shards=4, copies=2)  # 4,000 images
+    large = scale.write_shards(x, y, tmp_path / "large", n_shards=4, copies=40)  # 80,000 images, 63 MB
     m_small = scale.measure_streaming_memory(small.pattern, small.image_shape, load_all=False)
     m_large = scale.measure_streaming_memory(large.pattern, large.image_shape, load_all=True)
     assert m_small["n_images"] == 4000 and m_large["n_images"] == 80000
@@ -145,8 +146,14 @@ def test_augmentation_shifts_each_image_by_at_most_two_pixels_in_both_modes(tmp_
     x[:, 13, 13] = 255  # one bright pixel per image
     sh = scale.write_shards(x, np.zeros(40, int), tmp_path, n_shards=2)
     for mode in ("naive", "tuned"):
-        got = np.concatenate([a.numpy() for a, _ in scale.make_dataset(sh.pattern, sh.image_shape, batch_size=8,
-                                                                        mode=mode, augment=True, seed=1)])
+        got = np.concatenate(
+            [
+                a.numpy()
+                for a, _ in scale.make_dataset(
+                    sh.pattern, sh.image_shape, batch_size=8, mode=mode, augment=True, seed=1
+                )
+            ]
+        )
         pos = np.array([np.unravel_index(g[..., 0].argmax(), (28, 28)) for g in got])
         assert np.all(got.reshape(40, -1).sum(1) == 1.0)  # the pixel is moved, never lost or duplicated
         assert np.all(np.abs(pos - 13) <= 2) and len({tuple(p) for p in pos}) > 3  # shifts differ per image

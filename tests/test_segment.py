@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, jaccard_score
 
-from utils import course, data, reference, segment
 from tests.conftest import BASE_META, digests
+from utils import course, data, reference, segment
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,7 @@ def disc(shape, cy, cx, r):
 # data
 # ---------------------------------------------------------------------------
 
+
 def _tiff_bytes(array) -> bytes:
     import tifffile
 
@@ -39,13 +40,11 @@ def _tiff_bytes(array) -> bytes:
     return buf.getvalue()
 
 
-def test_load_nuclei_reads_the_wheel_members_through_the_data_layer(write_registry, monkeypatch,
-                                                                    isolated_environment):
+def test_load_nuclei_reads_the_wheel_members_through_the_data_layer(write_registry, monkeypatch, isolated_environment):
     img = (np.arange(64 * 64).reshape(64, 64) % 251).astype(np.uint16)
     inst = np.zeros((64, 64), np.uint16)
     inst[5:15, 5:15], inst[30:40, 20:35] = 1, 2
-    members = {"stardist/data/images/img2d.tif": _tiff_bytes(img),
-               "stardist/data/images/mask2d.tif": _tiff_bytes(inst)}
+    members = {"stardist/data/images/img2d.tif": _tiff_bytes(img), "stardist/data/images/mask2d.tif": _tiff_bytes(inst)}
     calls = []
 
     def fake_pip_download(spec, workdir):
@@ -57,11 +56,26 @@ def test_load_nuclei_reads_the_wheel_members_through_the_data_layer(write_regist
         return wheel
 
     monkeypatch.setattr(data, "_pip_download", fake_pip_download)
-    write_registry({segment.NUCLEI_DATASET: {**BASE_META, "pypi": "stardist==0.9.2", "files": [
-        {"path": "stardist/img2d.tif", "member": "stardist/data/images/img2d.tif",
-         **digests(members["stardist/data/images/img2d.tif"])},
-        {"path": "stardist/mask2d.tif", "member": "stardist/data/images/mask2d.tif",
-         **digests(members["stardist/data/images/mask2d.tif"])}]}})
+    write_registry(
+        {
+            segment.NUCLEI_DATASET: {
+                **BASE_META,
+                "pypi": "stardist==0.9.2",
+                "files": [
+                    {
+                        "path": "stardist/img2d.tif",
+                        "member": "stardist/data/images/img2d.tif",
+                        **digests(members["stardist/data/images/img2d.tif"]),
+                    },
+                    {
+                        "path": "stardist/mask2d.tif",
+                        "member": "stardist/data/images/mask2d.tif",
+                        **digests(members["stardist/data/images/mask2d.tif"]),
+                    },
+                ],
+            }
+        }
+    )
     nuc = segment.load_nuclei()
     np.testing.assert_array_equal(nuc.image, img)
     np.testing.assert_array_equal(nuc.instances, inst)
@@ -107,6 +121,7 @@ def test_phantom_set_shapes_and_determinism():
 # ---------------------------------------------------------------------------
 # splits
 # ---------------------------------------------------------------------------
+
 
 def test_tile_boxes_cover_without_overlap():
     boxes = segment.tile_boxes((100, 130), 32)
@@ -157,6 +172,7 @@ def test_split_by_image_is_disjoint_and_complete():
 # ---------------------------------------------------------------------------
 # metrics
 # ---------------------------------------------------------------------------
+
 
 def test_dice_and_iou_known_values_and_sklearn():
     a = np.zeros((10, 10), np.uint8)
@@ -283,8 +299,9 @@ def test_compare_over_seeds_separates_seed_and_case_variation():
 
 def test_compare_over_seeds_rejects_mismatched_cases():
     with pytest.raises(ValueError, match="seed 1, model 'B': 3 cases, expected 4"):
-        segment.compare_over_seeds({0: {"A": [1, 1, 1, 1], "B": [1, 1, 1, 1]},
-                                    1: {"A": [1, 1, 1, 1], "B": [1, 1, 1]}}, "A", "B")
+        segment.compare_over_seeds(
+            {0: {"A": [1, 1, 1, 1], "B": [1, 1, 1, 1]}, 1: {"A": [1, 1, 1, 1], "B": [1, 1, 1]}}, "A", "B"
+        )
     with pytest.raises(ValueError, match="seed 0: no scores for model 'B'"):
         segment.compare_over_seeds({0: {"A": [1.0]}}, "A", "B")
     with pytest.raises(ValueError, match="empty"):
@@ -294,6 +311,7 @@ def test_compare_over_seeds_rejects_mismatched_cases():
 # ---------------------------------------------------------------------------
 # losses
 # ---------------------------------------------------------------------------
+
 
 def test_soft_dice_loss_matches_keras_dice(keras):
     rng = np.random.default_rng(0)
@@ -323,7 +341,8 @@ def test_soft_dice_loss_plain_and_squared_by_hand(keras):
     assert float(segment.soft_dice_loss(y, p, smooth=0.0, squared=True)) == pytest.approx(1 / 7, abs=1e-6)
     # binary predictions: p^2 = p, so both forms agree
     assert float(segment.soft_dice_loss(y, y[:, ::-1], smooth=1.0, squared=True)) == pytest.approx(
-        float(segment.soft_dice_loss(y, y[:, ::-1], smooth=1.0)), abs=1e-6)
+        float(segment.soft_dice_loss(y, y[:, ::-1], smooth=1.0)), abs=1e-6
+    )
 
 
 def test_dice_bce_loss_is_dice_plus_cross_entropy(keras):
@@ -338,6 +357,7 @@ def test_dice_bce_loss_is_dice_plus_cross_entropy(keras):
 # ---------------------------------------------------------------------------
 # models
 # ---------------------------------------------------------------------------
+
 
 def test_unet_and_attention_unet_shapes(keras):
     x = np.random.default_rng(0).random((2, 32, 32, 1)).astype("float32")
@@ -443,6 +463,7 @@ def test_augment_d4():
 # a tiny training run
 # ---------------------------------------------------------------------------
 
+
 def test_tiny_training_learns_on_phantoms(keras):
     x, y = segment.phantom_set(80, 64, seed=0)
     tr, te = segment.split_by_image(80, 16, seed=0)
@@ -464,8 +485,9 @@ def test_training_keeps_the_checkpoint_with_the_best_validation_dice(keras):
     tr, va = np.arange(16), np.arange(16, 24)
     keras.utils.set_random_seed(0)
     model = segment.build_unet((64, 64, 1), 4, 1, batch_norm=True)  # small: the selection is tested, not the fit
-    run = segment.train_segmenter(model, x[tr], y[tr], epochs=3, batch_size=4, learning_rate=3e-3,
-                                  validation=(x[va], y[va]), verbose=0)
+    run = segment.train_segmenter(
+        model, x[tr], y[tr], epochs=3, batch_size=4, learning_rate=3e-3, validation=(x[va], y[va]), verbose=0
+    )
     assert len(run["val_dice"]) == 3 and 1 <= run["best_epoch"] <= 3
     assert run["best_val_dice"] == max(run["val_dice"])
     assert run["val_dice"].index(run["best_val_dice"]) == run["best_epoch"] - 1  # the earliest best epoch

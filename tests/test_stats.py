@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from utils import stats
 from utils.stats import ABOVE, BELOW, MET, NO_DIFFERENCE, NOT_JUDGED, NOT_MET, NOT_SHOWN
 
 
-@pytest.mark.parametrize("est, lo, hi, ref, expected", [
-    (0.02, 0.01, 0.03, 0.0, ABOVE),
-    (-0.02, -0.03, -0.01, 0.0, BELOW),
-    (0.002, -0.002, 0.005, 0.0, NO_DIFFERENCE),
-    (0.973, 0.961, 0.983, 0.944, ABOVE),      # a benchmark value below the whole interval
-    (0.922, 0.872, 0.963, 0.901, NO_DIFFERENCE),  # the benchmark inside the interval
-    (0.864, 0.841, 0.886, 0.878, NO_DIFFERENCE),
-    (0.50, 0.45, 0.55, 0.60, BELOW),
-    (0.0, 0.0, 0.1, 0.0, NO_DIFFERENCE),      # touching the reference is not "above"
-    (0.0, -0.1, 0.0, 0.0, NO_DIFFERENCE),
-])
+@pytest.mark.parametrize(
+    "est, lo, hi, ref, expected",
+    [
+        (0.02, 0.01, 0.03, 0.0, ABOVE),
+        (-0.02, -0.03, -0.01, 0.0, BELOW),
+        (0.002, -0.002, 0.005, 0.0, NO_DIFFERENCE),
+        (0.973, 0.961, 0.983, 0.944, ABOVE),  # a benchmark value below the whole interval
+        (0.922, 0.872, 0.963, 0.901, NO_DIFFERENCE),  # the benchmark inside the interval
+        (0.864, 0.841, 0.886, 0.878, NO_DIFFERENCE),
+        (0.50, 0.45, 0.55, 0.60, BELOW),
+        (0.0, 0.0, 0.1, 0.0, NO_DIFFERENCE),  # touching the reference is not "above"
+        (0.0, -0.1, 0.0, 0.0, NO_DIFFERENCE),
+    ],
+)
 def test_verdict(est, lo, hi, ref, expected):
     assert stats.verdict(est, lo, hi, reference=ref) == expected
 
@@ -31,12 +35,15 @@ def test_the_two_runs_of_the_issue_get_different_verdicts():
     assert stats.verdict(-0.008, -0.016, -0.002) == BELOW
 
 
-@pytest.mark.parametrize("args, error", [
-    ((0.1, 0.2, 0.1), ValueError),            # low above high
-    ((math.nan, 0.0, 0.1), ValueError),
-    ((0.1, 0.0, math.inf), ValueError),
-    (("x", 0.0, 0.1), TypeError),
-])
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        ((0.1, 0.2, 0.1), ValueError),  # low above high
+        ((math.nan, 0.0, 0.1), ValueError),
+        ((0.1, 0.0, math.inf), ValueError),
+        (("x", 0.0, 0.1), TypeError),
+    ],
+)
 def test_verdict_rejects_bad_input(args, error):
     with pytest.raises(error):
         stats.verdict(*args)
@@ -80,16 +87,19 @@ def test_number_formatting():
     assert stats.fmt_interval(0.5, 0.4, 0.6, 1, percent=True) == "50.0 % [40.0 %, 60.0 %]"
 
 
-@pytest.mark.parametrize("text, op, ref, upper", [
-    (">= 0.944 (ResNet-18 28)", ">=", 0.944, None),
-    ("\u2265 0.90", ">=", 0.90, None),
-    ("< 1e-9", "<", 1e-9, None),
-    ("> 700", ">", 700, None),
-    ("20 to 45", "range", 20, 45),
-    ("-120 to -60 (thin layer: partial volume)", "range", -120, -60),
-    ("-1000", "==", -1000, None),
-    ("0", "==", 0, None),
-])
+@pytest.mark.parametrize(
+    "text, op, ref, upper",
+    [
+        (">= 0.944 (ResNet-18 28)", ">=", 0.944, None),
+        ("\u2265 0.90", ">=", 0.90, None),
+        ("< 1e-9", "<", 1e-9, None),
+        ("> 700", ">", 700, None),
+        ("20 to 45", "range", 20, 45),
+        ("-120 to -60 (thin layer: partial volume)", "range", -120, -60),
+        ("-1000", "==", -1000, None),
+        ("0", "==", 0, None),
+    ],
+)
 def test_parse_target(text, op, ref, upper):
     t = stats.parse_target(text)
     assert (t.op, t.reference, t.upper) == (op, ref, upper)
@@ -101,27 +111,63 @@ def test_targets_without_a_number_are_not_judged(text):
     assert stats.judge(0.5, text)[0] == NOT_JUDGED
 
 
-@pytest.mark.parametrize("value, target, status", [
-    ([0.973, 0.961, 0.983], ">= 0.944", MET),
-    ([0.922, 0.872, 0.963], ">= 0.901", NOT_SHOWN),
-    ([0.80, 0.75, 0.85], ">= 0.90", NOT_MET),
-    (0.95, ">= 0.90", MET),
-    (0.85, ">= 0.90", NOT_MET),
-    (3e-10, "< 1e-9", MET),
-    ([0.01, 0.005, 0.02], "< 0.05", MET),
-    (30, "20 to 45", MET),
-    (50, "20 to 45", NOT_MET),
-    ([30, 25, 40], "20 to 45", MET),
-    ([30, 15, 40], "20 to 45", NOT_SHOWN),
-    (-1000, "-1000", MET),
-    (-999, "-1000", NOT_MET),
-    (-999.7, "-1000", MET),  # a measured mean that rounds to the target as written
-    (0.04, "0", MET),
-    (0.6, "0", NOT_MET),
-    (2.04, "2.0", MET),
-    (2.06, "2.0", NOT_MET),
-    ("text", ">= 0.5", NOT_JUDGED),
-    (True, ">= 0.5", NOT_JUDGED),
-])
+@pytest.mark.parametrize(
+    "value, target, status",
+    [
+        ([0.973, 0.961, 0.983], ">= 0.944", MET),
+        ([0.922, 0.872, 0.963], ">= 0.901", NOT_SHOWN),
+        ([0.80, 0.75, 0.85], ">= 0.90", NOT_MET),
+        (0.95, ">= 0.90", MET),
+        (0.85, ">= 0.90", NOT_MET),
+        (3e-10, "< 1e-9", MET),
+        ([0.01, 0.005, 0.02], "< 0.05", MET),
+        (30, "20 to 45", MET),
+        (50, "20 to 45", NOT_MET),
+        ([30, 25, 40], "20 to 45", MET),
+        ([30, 15, 40], "20 to 45", NOT_SHOWN),
+        (-1000, "-1000", MET),
+        (-999, "-1000", NOT_MET),
+        (-999.7, "-1000", MET),  # a measured mean that rounds to the target as written
+        (0.04, "0", MET),
+        (0.6, "0", NOT_MET),
+        (2.04, "2.0", MET),
+        (2.06, "2.0", NOT_MET),
+        ("text", ">= 0.5", NOT_JUDGED),
+        (True, ">= 0.5", NOT_JUDGED),
+    ],
+)
 def test_judge(value, target, status):
     assert stats.judge(value, target)[0] == status
+
+
+def test_percentile_interval_reads_the_percentiles_of_the_replicates():
+    reps = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    assert stats.percentile_interval(0.5, reps, alpha=0.5) == (0.5, 0.3, 0.7)
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=1000)
+    est, lo, hi = stats.percentile_interval(0.25, r)
+    assert est == 0.25  # the point is returned as given, not the replicates' mean
+    assert (lo, hi) == tuple(float(v) for v in np.percentile(r, [2.5, 97.5]))
+    assert all(isinstance(v, float) for v in (est, lo, hi))
+
+
+def test_percentile_interval_ignores_nan_replicates_as_the_bootstraps_do():
+    reps = np.array([np.nan, 1.0, 2.0, 3.0, np.nan])
+    assert stats.percentile_interval(2.0, reps, alpha=0.5)[1:] == (1.5, 2.5)
+
+
+def test_percentile_interval_of_paired_replicates_is_narrower_than_the_separate_ones():
+    # two methods scored on the same resamples share the resample-to-resample variation
+    rng = np.random.default_rng(1)
+    common = rng.normal(size=500)
+    a, b = 0.6 + 0.1 * common + 0.01 * rng.normal(size=500), 0.5 + 0.1 * common
+    diff = stats.percentile_interval(0.1, a - b)
+    assert stats.verdict(*diff) == ABOVE
+    sa, sb = stats.percentile_interval(0.6, a), stats.percentile_interval(0.5, b)
+    assert sa[1] <= sb[2]  # the separate intervals overlap
+
+
+@pytest.mark.parametrize("reps, alpha", [([np.nan, np.nan], 0.05), ([], 0.05), ([1.0, 2.0], 0.0), ([1.0], 1.5)])
+def test_percentile_interval_rejects_bad_input(reps, alpha):
+    with pytest.raises(ValueError):
+        stats.percentile_interval(0.0, reps, alpha=alpha)

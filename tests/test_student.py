@@ -6,9 +6,9 @@ import ast
 
 import nbformat
 import pytest
+from conftest import leaked_lines
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from conftest import leaked_lines
 from utils import exercises, student
 from utils.exercises import BEGIN, END
 
@@ -44,14 +44,20 @@ def test_strip_keeps_indentation_and_the_check():
 
 
 def test_strip_several_regions_and_top_level():
-    source = f"{BEGIN}\nanswer = 42\n{END}\nprint(answer)\nfor i in range(2):\n        {BEGIN}\n" \
-             f"        total = i\n        {END}\n"
+    source = (
+        f"{BEGIN}\nanswer = 42\n{END}\nprint(answer)\nfor i in range(2):\n        {BEGIN}\n"
+        f"        total = i\n        {END}\n"
+    )
     out = student.strip_solution_source(source)
     lines = out.splitlines()
     assert lines[:2] == ["# YOUR CODE HERE", "answer = exercises.NOT_ATTEMPTED  # replace with your answer"]
     assert lines[2].startswith("with exercises.attempt('?'):")
-    assert lines[3:] == ["    print(answer)", "    for i in range(2):", "            # YOUR CODE HERE",
-                         f"            {student.PLACEHOLDER}"]
+    assert lines[3:] == [
+        "    print(answer)",
+        "    for i in range(2):",
+        "            # YOUR CODE HERE",
+        f"            {student.PLACEHOLDER}",
+    ]
     ast.parse(out)
     assert "42" not in out and "total" not in out
 
@@ -72,11 +78,13 @@ def test_an_unanswered_top_level_exercise_reports_not_attempted_and_goes_on(caps
     assert "extra" not in out  # a name the check does not use gets no placeholder (no hint at the steps)
     assert "with exercises.attempt('3.2'):" in out and "0.18" not in out
     exec(compile(out, "student", "exec"), {"exercises": exercises})  # does not raise
-    assert capsys.readouterr().out.strip() == ("Exercise 3.2: not attempted yet — replace the placeholder "
-                                               "with your code.")
+    assert capsys.readouterr().out.strip() == (
+        "Exercise 3.2: not attempted yet — replace the placeholder with your code."
+    )
     # the student answers: the same cell, placeholders replaced, now checks for real
     answered = out.replace("dice_a = exercises.NOT_ATTEMPTED", "dice_a = [0.6, 0.6]").replace(
-        "dice_b = exercises.NOT_ATTEMPTED", "dice_b = [1.0, 0.18]")
+        "dice_b = exercises.NOT_ATTEMPTED", "dice_b = [1.0, 0.18]"
+    )
     exec(compile(answered, "student", "exec"), {"exercises": exercises})
     assert "passed" in capsys.readouterr().out
     wrong = answered.replace("dice_b = [1.0, 0.18]", "dice_b = [0.5, 0.5]")
@@ -112,14 +120,17 @@ def test_strip_without_markers_is_unchanged():
     assert student.strip_solution_source("a = 1\n  b = 2") == "a = 1\n  b = 2"
 
 
-@pytest.mark.parametrize("source, message", [
-    (f"{BEGIN}\nx = 1\n", "is never closed"),
-    (f"x = 1\n{END}\n", "without"),
-    (f"{BEGIN}\n{BEGIN}\nx = 1\n{END}\n{END}", "nested"),
-    (f"{BEGIN}\nx = 1\n{END}\n{END}", "without"),
-    ("#### BEGIN SOLUTION (part a)\nx = 1\n### END SOLUTION", "malformed solution marker"),
-    (f"{BEGIN}\nx = 1\n# end solution", "malformed solution marker"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        (f"{BEGIN}\nx = 1\n", "is never closed"),
+        (f"x = 1\n{END}\n", "without"),
+        (f"{BEGIN}\n{BEGIN}\nx = 1\n{END}\n{END}", "nested"),
+        (f"{BEGIN}\nx = 1\n{END}\n{END}", "without"),
+        ("#### BEGIN SOLUTION (part a)\nx = 1\n### END SOLUTION", "malformed solution marker"),
+        (f"{BEGIN}\nx = 1\n# end solution", "malformed solution marker"),
+    ],
+)
 def test_unbalanced_or_malformed_markers_raise(source, message):
     with pytest.raises(student.SolutionMarkerError, match=message) as info:
         student.strip_solution_source(source, where="nb.ipynb cell 4")
@@ -132,13 +143,23 @@ def make_notebook():
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     params = new_code_cell('PROFILE = "full"\nSEED = 0', metadata={"tags": ["parameters"]}, execution_count=1)
     exercise = new_markdown_cell("```{exercise} Hounsfield units\n:label: ex-hu\nWrite `hounsfield`.\n```")
-    answer = new_code_cell(FUNCTION_CELL, metadata={"tags": ["hide-input", "thebe-init"]}, execution_count=2,
-                           outputs=[new_output("stream", name="stdout", text="Exercise 1.1 passed.\n")])
-    explanation = new_markdown_cell("```{solution} ex-hu\n:class: dropdown\n\nMultiply by the rescale slope "
-                                    "first, then add the intercept.\n```", metadata={"tags": ["solution"]})
+    answer = new_code_cell(
+        FUNCTION_CELL,
+        metadata={"tags": ["hide-input", "thebe-init"]},
+        execution_count=2,
+        outputs=[new_output("stream", name="stdout", text="Exercise 1.1 passed.\n")],
+    )
+    explanation = new_markdown_cell(
+        "```{solution} ex-hu\n:class: dropdown\n\nMultiply by the rescale slope first, then add the intercept.\n```",
+        metadata={"tags": ["solution"]},
+    )
     solution_code = new_code_cell("plt.imshow(secret_reference_image)", metadata={"tags": ["solution"]})
-    shown = new_code_cell("print('shown')", metadata={"tags": ["hide-input"]}, execution_count=3,
-                          outputs=[new_output("stream", name="stdout", text="shown\n")])
+    shown = new_code_cell(
+        "print('shown')",
+        metadata={"tags": ["hide-input"]},
+        execution_count=3,
+        outputs=[new_output("stream", name="stdout", text="shown\n")],
+    )
     nb.cells = [new_markdown_cell("# Title"), params, exercise, answer, explanation, solution_code, shown]
     return nb
 
@@ -150,7 +171,12 @@ def test_student_notebook():
     assert nbformat.writes(nb) == before  # the input is not modified
     nbformat.validate(out)
     assert [c.source.splitlines()[0] for c in out.cells] == [
-        "# Title", 'PROFILE = "fast"', "```{exercise} Hounsfield units", "import numpy as np", "print('shown')"]
+        "# Title",
+        'PROFILE = "fast"',
+        "```{exercise} Hounsfield units",
+        "import numpy as np",
+        "print('shown')",
+    ]
     answer = out.cells[3]
     assert student.PLACEHOLDER in answer.source and "scaled" not in answer.source
     assert answer.source.rstrip().endswith('check_function("1.1", hounsfield, [((1, 2, -1024), -1022)])')
@@ -164,8 +190,9 @@ def test_student_notebook():
 
 
 def test_tags_key_is_dropped_when_empty():
-    nb = new_notebook(cells=[new_code_cell(f"{BEGIN}\nx = 1\n{END}\ncheck_true('1', x)",
-                                           metadata={"tags": ["hide-input"]})])
+    nb = new_notebook(
+        cells=[new_code_cell(f"{BEGIN}\nx = 1\n{END}\ncheck_true('1', x)", metadata={"tags": ["hide-input"]})]
+    )
     assert "tags" not in student.student_notebook(nb).cells[0].metadata
 
 
@@ -216,8 +243,14 @@ def test_notebooks_lists_numbered_chapters(tmp_path):
 
 def test_a_cell_that_only_checks_is_read_only_in_the_student_edition():
     from nbformat.v4 import new_code_cell, new_notebook
-    nb = new_notebook(cells=[new_code_cell(f"{BEGIN}\nanswer = 1\n{END}"),
-                             new_code_cell('checks.ch9.ex_9_1(answer)'), new_code_cell("x = 1")])
+
+    nb = new_notebook(
+        cells=[
+            new_code_cell(f"{BEGIN}\nanswer = 1\n{END}"),
+            new_code_cell("checks.ch9.ex_9_1(answer)"),
+            new_code_cell("x = 1"),
+        ]
+    )
     out = student.student_notebook(nb)
     assert out.cells[1].metadata["editable"] is False and out.cells[1].metadata["deletable"] is False
     assert "editable" not in out.cells[0].metadata and "editable" not in out.cells[2].metadata

@@ -65,8 +65,11 @@ def stage(root: Path = REPO_ROOT, dest: Path = STAGE) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.book", description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-strict", action="store_true", help="do not turn warnings into errors")
-    parser.add_argument("--all", action="store_true",
-                        help="rebuild every page (default: only pages whose sources changed since the last build)")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="rebuild every page (default: only pages whose sources changed since the last build)",
+    )
     args = parser.parse_args(argv)
     problems = stage()
     if problems:

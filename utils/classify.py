@@ -21,8 +21,8 @@ the gradient inside :func:`grad_cam`, which dispatches on
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -83,6 +83,7 @@ def stratified_subset(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 # models
 # ---------------------------------------------------------------------------
 
+
 def source_cnn(input_shape: Sequence[int] = (32, 32, 3), n_classes: int = 10):
     """The source text's CIFAR-10 CNN, layer for layer.
 
@@ -92,20 +93,31 @@ def source_cnn(input_shape: Sequence[int] = (32, 32, 3), n_classes: int = 10):
     """
     from keras import layers
 
-    return keras.Sequential([
-        keras.Input(tuple(input_shape)),
-        layers.Conv2D(32, (3, 3), padding="same", activation="relu"),
-        layers.MaxPooling2D(pool_size=(2, 2)),
-        layers.Conv2D(64, (3, 3), padding="same", activation="relu"),
-        layers.MaxPooling2D(pool_size=(2, 2)),
-        layers.Flatten(),
-        layers.Dense(512, activation="relu"),
-        layers.Dense(n_classes, activation="softmax"),
-    ], name="source_cnn")
+    return keras.Sequential(
+        [
+            keras.Input(tuple(input_shape)),
+            layers.Conv2D(32, (3, 3), padding="same", activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Conv2D(64, (3, 3), padding="same", activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Flatten(),
+            layers.Dense(512, activation="relu"),
+            layers.Dense(n_classes, activation="softmax"),
+        ],
+        name="source_cnn",
+    )
 
 
-def cifar_variant(*, batchnorm: bool = False, augment: bool = False, dropout: float = 0.0, l2: float = 0.0,
-                  input_shape: Sequence[int] = (32, 32, 3), n_classes: int = 10, name: str | None = None):
+def cifar_variant(
+    *,
+    batchnorm: bool = False,
+    augment: bool = False,
+    dropout: float = 0.0,
+    l2: float = 0.0,
+    input_shape: Sequence[int] = (32, 32, 3),
+    n_classes: int = 10,
+    name: str | None = None,
+):
     """The source topology with one or more of the three classic additions switched on.
 
     ``batchnorm`` puts BatchNormalization between each convolution / hidden
@@ -145,8 +157,9 @@ def cifar_variant(*, batchnorm: bool = False, augment: bool = False, dropout: fl
     return keras.Model(inp, out, name=name or "cifar_variant")
 
 
-def augmentation_layers(flip: str | None = None, translate: float = 0.0, rotate: float = 0.0,
-                        zoom: float = 0.0, seed: int | None = None) -> list:
+def augmentation_layers(
+    flip: str | None = None, translate: float = 0.0, rotate: float = 0.0, zoom: float = 0.0, seed: int | None = None
+) -> list:
     """Keras random-augmentation layers (identity at inference): flips, shifts, rotations, zoom.
 
     ``translate`` and ``zoom`` are fractions of the image size, ``rotate`` a
@@ -166,9 +179,19 @@ def augmentation_layers(flip: str | None = None, translate: float = 0.0, rotate:
     return out
 
 
-def medmnist_cnn(input_shape: Sequence[int], n_classes: int, *, width: int = 16, blocks: int = 2,
-                 dropout: float = 0.3, augment: dict | None = None, mean: Sequence[float] | float = 0.0,
-                 std: Sequence[float] | float = 1.0, bn_momentum: float = 0.9, name: str = "medmnist_cnn"):
+def medmnist_cnn(
+    input_shape: Sequence[int],
+    n_classes: int,
+    *,
+    width: int = 16,
+    blocks: int = 2,
+    dropout: float = 0.3,
+    augment: dict | None = None,
+    mean: Sequence[float] | float = 0.0,
+    std: Sequence[float] | float = 1.0,
+    bn_momentum: float = 0.9,
+    name: str = "medmnist_cnn",
+):
     """A small VGG-style CNN for 28×28 MedMNIST images.
 
     Three stages of ``blocks`` × (3×3 convolution → batch norm → ReLU) with
@@ -195,8 +218,7 @@ def medmnist_cnn(input_shape: Sequence[int], n_classes: int, *, width: int = 16,
     n_stages = 3
     for stage in range(n_stages):
         for b in range(blocks):
-            x = layers.Conv2D(width * 2 ** stage, 3, padding="same", use_bias=False,
-                              kernel_initializer="he_normal")(x)
+            x = layers.Conv2D(width * 2**stage, 3, padding="same", use_bias=False, kernel_initializer="he_normal")(x)
             x = layers.BatchNormalization(momentum=bn_momentum)(x)
             last = stage == n_stages - 1 and b == blocks - 1
             x = layers.ReLU(name="last_conv" if last else None)(x)
@@ -213,24 +235,36 @@ def medmnist_cnn(input_shape: Sequence[int], n_classes: int, *, width: int = 16,
 # training
 # ---------------------------------------------------------------------------
 
+
 def lr_schedule(peak: float, total_steps: int, warmup_steps: int = 0):
     """Linear warm-up from 0 to ``peak`` over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
 
     warmup_steps = int(min(max(warmup_steps, 0), max(total_steps - 1, 0)))
     if warmup_steps == 0:
         return keras.optimizers.schedules.CosineDecay(peak, max(total_steps, 1))
-    return keras.optimizers.schedules.CosineDecay(0.0, max(total_steps - warmup_steps, 1),
-                                                  warmup_target=peak, warmup_steps=warmup_steps)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, max(total_steps - warmup_steps, 1), warmup_target=peak, warmup_steps=warmup_steps
+    )
 
 
-def compile_classifier(model, *, lr: float, weight_decay: float, epochs: int, steps_per_epoch: int,
-                       warmup_epochs: int = 1, label_smoothing: float = 0.0):
+def compile_classifier(
+    model,
+    *,
+    lr: float,
+    weight_decay: float,
+    epochs: int,
+    steps_per_epoch: int,
+    warmup_epochs: int = 1,
+    label_smoothing: float = 0.0,
+):
     """Compile with AdamW, a warm-up + cosine learning-rate schedule and (smoothed) categorical cross-entropy."""
 
     sched = lr_schedule(lr, epochs * steps_per_epoch, warmup_epochs * steps_per_epoch)
-    model.compile(optimizer=keras.optimizers.AdamW(sched, weight_decay=weight_decay),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.AdamW(sched, weight_decay=weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -254,8 +288,7 @@ class KeepBest(keras.callbacks.Callback):
     no part in this selection.
     """
 
-    def __init__(self, x_val: np.ndarray, y_val: np.ndarray, score: Callable | None = None,
-                 flips: Sequence[int] = ()):
+    def __init__(self, x_val: np.ndarray, y_val: np.ndarray, score: Callable | None = None, flips: Sequence[int] = ()):
         super().__init__()
         from .metrics import medmnist_auc
 
@@ -311,11 +344,25 @@ class Ensemble:
         return np.mean([predict_proba(m, x, flips=self.flips) for m in self.models], axis=0)
 
 
-def train_ensemble(build: Callable[[], object], x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-                   y_val: np.ndarray, *, seeds: Sequence[int], epochs: int, batch_size: int, lr: float,
-                   weight_decay: float, n_classes: int, warmup_epochs: int = 1, label_smoothing: float = 0.0,
-                   class_weight: dict | None = None, flips: Sequence[int] = (),
-                   score: Callable | None = None) -> Ensemble:
+def train_ensemble(
+    build: Callable[[], object],
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    seeds: Sequence[int],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    n_classes: int,
+    warmup_epochs: int = 1,
+    label_smoothing: float = 0.0,
+    class_weight: dict | None = None,
+    flips: Sequence[int] = (),
+    score: Callable | None = None,
+) -> Ensemble:
     """Train one model per seed (``build()`` after seeding), each selected on the validation score.
 
     Every member is compiled with :func:`compile_classifier`, trained with
@@ -328,11 +375,26 @@ def train_ensemble(build: Callable[[], object], x_train: np.ndarray, y_train: np
     out = Ensemble(models=[], seconds=0.0, images_seen=0, flips=tuple(flips))
     for seed in seeds:
         keras.utils.set_random_seed(int(seed))
-        model = compile_classifier(build(), lr=lr, weight_decay=weight_decay, epochs=epochs, steps_per_epoch=steps,
-                                   warmup_epochs=warmup_epochs, label_smoothing=label_smoothing)
+        model = compile_classifier(
+            build(),
+            lr=lr,
+            weight_decay=weight_decay,
+            epochs=epochs,
+            steps_per_epoch=steps,
+            warmup_epochs=warmup_epochs,
+            label_smoothing=label_smoothing,
+        )
         keep = KeepBest(x_val, y_val, score=score, flips=flips)
-        hist, secs, seen = fit_timed(model, x_train, y_onehot, epochs=epochs, batch_size=batch_size,
-                                     callbacks=[keep], class_weight=class_weight, shuffle=True)
+        hist, secs, seen = fit_timed(
+            model,
+            x_train,
+            y_onehot,
+            epochs=epochs,
+            batch_size=batch_size,
+            callbacks=[keep],
+            class_weight=class_weight,
+            shuffle=True,
+        )
         out.models.append(model)
         out.seconds += secs
         out.images_seen += seen
@@ -345,6 +407,7 @@ def train_ensemble(build: Callable[[], object], x_train: np.ndarray, y_train: np
 # ---------------------------------------------------------------------------
 # Grad-CAM
 # ---------------------------------------------------------------------------
+
 
 def _feature_layer_name(model) -> str:
     """The last layer whose output is a 4-D feature map (N, H, W, C)."""
@@ -387,8 +450,15 @@ def _head_gradients(head, feats, onehot):
     return keras.ops.convert_to_numpy(grads)
 
 
-def grad_cam(model, images: np.ndarray, class_index: int | Sequence[int] | None = None, *,
-             layer: str | None = None, output: str | None = "logits", upsample: bool = True) -> np.ndarray:
+def grad_cam(
+    model,
+    images: np.ndarray,
+    class_index: int | Sequence[int] | None = None,
+    *,
+    layer: str | None = None,
+    output: str | None = "logits",
+    upsample: bool = True,
+) -> np.ndarray:
     """Grad-CAM heatmaps (Selvaraju et al., 2017), one per image, scaled to [0, 1].
 
     For class ``c`` with score ``y_c`` (the pre-softmax logit of layer
@@ -430,7 +500,8 @@ def grad_cam(model, images: np.ndarray, class_index: int | Sequence[int] | None 
     cam = np.maximum((alpha * feats).sum(axis=-1), 0.0)  # (N, h, w)
     if upsample and cam.shape[1:] != x.shape[1:3]:
         cam = keras.ops.convert_to_numpy(
-            keras.ops.image.resize(cam[..., None], x.shape[1:3], interpolation="bilinear"))[..., 0]
+            keras.ops.image.resize(cam[..., None], x.shape[1:3], interpolation="bilinear")
+        )[..., 0]
         cam = np.maximum(cam, 0.0)
     peak = cam.max(axis=(1, 2), keepdims=True)
     return np.where(peak > 0, cam / np.where(peak > 0, peak, 1.0), 0.0).astype("float32")
@@ -451,7 +522,7 @@ def map_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, dtype="float64").reshape(len(b), -1)
     a = a - a.mean(axis=1, keepdims=True)
     b = b - b.mean(axis=1, keepdims=True)
-    den = np.sqrt((a ** 2).sum(axis=1) * (b ** 2).sum(axis=1))
+    den = np.sqrt((a**2).sum(axis=1) * (b**2).sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, (a * b).sum(axis=1) / den, np.nan)
 
@@ -460,16 +531,26 @@ def map_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # figures
 # ---------------------------------------------------------------------------
 
-def image_grid(images: np.ndarray, titles: Sequence[str] | None = None, *, ncols: int = 8, size: float = 1.3,
-               cmap: str = "gray", overlay: np.ndarray | None = None, suptitle: str | None = None):
+
+def image_grid(
+    images: np.ndarray,
+    titles: Sequence[str] | None = None,
+    *,
+    ncols: int = 8,
+    size: float = 1.3,
+    cmap: str = "gray",
+    overlay: np.ndarray | None = None,
+    suptitle: str | None = None,
+):
     """A matplotlib figure with ``images`` in a grid (optional titles and a heatmap ``overlay``)."""
     import matplotlib.pyplot as plt
 
     images = np.asarray(images)
     n = len(images)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * (1.25 if titles is not None else 1)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(ncols * size, nrows * size * (1.25 if titles is not None else 1)), squeeze=False
+    )
     for i, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if i >= n:
@@ -499,8 +580,13 @@ def plot_history(histories: dict[str, dict], keys: Sequence[str] = ("loss", "acc
             if key in h:
                 ax.plot(np.arange(1, len(h[key]) + 1), h[key], color=color, label=f"{name} train")
             if f"val_{key}" in h:
-                ax.plot(np.arange(1, len(h[f"val_{key}"]) + 1), h[f"val_{key}"], "--", color=color,
-                        label=f"{name} validation")
+                ax.plot(
+                    np.arange(1, len(h[f"val_{key}"]) + 1),
+                    h[f"val_{key}"],
+                    "--",
+                    color=color,
+                    label=f"{name} validation",
+                )
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)

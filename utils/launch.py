@@ -43,12 +43,15 @@ def colab_cell_source(url: str, branch: str) -> str:
         "import subprocess\n"
         "import sys\n"
         "\n"
-        "if importlib.util.find_spec(\"utils\") is None or importlib.util.find_spec(\"utils.course\") is None:\n"
-        "    if \"google.colab\" in sys.modules:\n"
-        f"        subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\", \"{spec}\"], check=True)\n"
+        'if importlib.util.find_spec("utils") is None or importlib.util.find_spec("utils.course") is None:\n'
+        '    if "google.colab" in sys.modules:\n'
+        f'        course = "{spec}"\n'
+        '        subprocess.run([sys.executable, "-m", "pip", "install", "-q", course], check=True)\n'
         "    else:\n"
-        "        raise SystemExit(\"the course is not installed: run `make env` (or `pip install -e .`) in the \"\n"
-        "                         \"repository, then start JupyterLab from it (`make lab`)\")"
+        "        raise SystemExit(\n"
+        '            "the course is not installed: run `make env` (or `pip install -e .`) in the repository, "\n'
+        '            "then start JupyterLab from it (`make lab`)"\n'
+        "        )"
     )
 
 

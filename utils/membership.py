@@ -65,8 +65,9 @@ def per_example_loss(y_true, probs) -> np.ndarray:
     return -np.log(p[np.arange(len(y)), y])
 
 
-def attack(member_scores, nonmember_scores, *, n_boot: int = 1000, seed: int = 0,
-           fprs: tuple[float, ...] = (0.01, 0.1)) -> AttackResult:
+def attack(
+    member_scores, nonmember_scores, *, n_boot: int = 1000, seed: int = 0, fprs: tuple[float, ...] = (0.01, 0.1)
+) -> AttackResult:
     """Score an attack whose score is higher for examples it believes are members.
 
     The AUC's 95 % interval comes from a bootstrap that resamples members and non-members separately
@@ -84,9 +85,15 @@ def attack(member_scores, nonmember_scores, *, n_boot: int = 1000, seed: int = 0
     s = np.r_[m, n]
     auc, lo, hi = metrics.bootstrap_ci(roc_auc_score, y, s, n_boot=n_boot, seed=seed, stratified=True)
     fpr, tpr, _ = roc_curve(y, s)
-    return AttackResult(auc=float(auc), low=float(lo), high=float(hi), advantage=float(np.max(tpr - fpr)),
-                        tpr_at_fpr={float(f): float(np.interp(f, fpr, tpr)) for f in fprs},
-                        n_members=len(m), n_nonmembers=len(n))
+    return AttackResult(
+        auc=float(auc),
+        low=float(lo),
+        high=float(hi),
+        advantage=float(np.max(tpr - fpr)),
+        tpr_at_fpr={float(f): float(np.interp(f, fpr, tpr)) for f in fprs},
+        n_members=len(m),
+        n_nonmembers=len(n),
+    )
 
 
 def loss_threshold_attack(y_members, p_members, y_nonmembers, p_nonmembers, **kwargs) -> AttackResult:
@@ -97,8 +104,7 @@ def loss_threshold_attack(y_members, p_members, y_nonmembers, p_nonmembers, **kw
     :func:`attack`.  Use non-members from the same distribution as the members (for example the test
     split), ideally as many as members.
     """
-    return attack(-per_example_loss(y_members, p_members), -per_example_loss(y_nonmembers, p_nonmembers),
-                  **kwargs)
+    return attack(-per_example_loss(y_members, p_members), -per_example_loss(y_nonmembers, p_nonmembers), **kwargs)
 
 
 def dp_auc_bound(epsilon: float, delta: float = 0.0) -> float:

@@ -45,7 +45,7 @@ class PeakMemory:
             self.peak = max(self.peak, self.sample())
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self.start = self.peak = self.sample()
         self._thread.start()
         return self

@@ -17,11 +17,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
-
 from sklearn import metrics as skm
 
 from . import course
@@ -89,9 +88,19 @@ def binary_report(y_true: np.ndarray, p_positive: np.ndarray, threshold: float =
     pred = (p > threshold).astype(int)
     tn, fp, fn, tp = (int(v) for v in skm.confusion_matrix(y, pred, labels=[0, 1]).ravel())
     sens, spec = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
-    return BinaryReport(threshold=float(threshold), tp=tp, fp=fp, tn=tn, fn=fn, sensitivity=sens,
-                        specificity=spec, balanced_accuracy=(sens + spec) / 2, ppv=_ratio(tp, tp + fp),
-                        npv=_ratio(tn, tn + fn), accuracy=_ratio(tp + tn, len(y)))
+    return BinaryReport(
+        threshold=float(threshold),
+        tp=tp,
+        fp=fp,
+        tn=tn,
+        fn=fn,
+        sensitivity=sens,
+        specificity=spec,
+        balanced_accuracy=(sens + spec) / 2,
+        ppv=_ratio(tp, tp + fp),
+        npv=_ratio(tn, tn + fn),
+        accuracy=_ratio(tp + tn, len(y)),
+    )
 
 
 def threshold_for_sensitivity(y_true: np.ndarray, p_positive: np.ndarray, target: float) -> float:
@@ -107,9 +116,16 @@ def threshold_for_sensitivity(y_true: np.ndarray, p_positive: np.ndarray, target
     return float(np.nextafter(pos[k - 1], -np.inf))
 
 
-def bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], y_true: np.ndarray, y_score: np.ndarray, *,
-                 n_boot: int = 1000, alpha: float = 0.05, seed: int = 0, stratified: bool = True
-                 ) -> tuple[float, float, float]:
+def bootstrap_ci(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    stratified: bool = True,
+) -> tuple[float, float, float]:
     """Point estimate and percentile (1 - alpha) confidence interval by resampling cases.
 
     Stratified resampling keeps the class counts of each replicate equal to the
@@ -130,8 +146,9 @@ def bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], y_true: np.n
     return point, float(lo), float(hi)
 
 
-def reliability_curve(y_true: np.ndarray, y_score: np.ndarray, n_bins: int = 10
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reliability_curve(
+    y_true: np.ndarray, y_score: np.ndarray, n_bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per confidence bin: mean confidence, accuracy, and count (top-label calibration).
 
     For binary scores given as (N,) the confidence is that of the predicted label.

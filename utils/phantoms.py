@@ -117,8 +117,14 @@ _C_AIR, _C_PARENCHYMA, _C_EXCLUDED, _C_FAT, _C_ORGAN = 0, 1, 3, 4, 10  # organ j
 
 _MAX_ATTEMPTS = 20  # backgrounds tried before giving up on fitting the lesions
 _PLACE_TRIES = 10  # random greedy placements tried per background and placement rule
-_SITE_NAMES = {_C_PARENCHYMA: "soft tissue", _C_FAT: "fat", _C_ORGAN: "liver", _C_ORGAN + 1: "spleen",
-               _C_ORGAN + 2: "kidney", _C_ORGAN + 3: "kidney"}
+_SITE_NAMES = {
+    _C_PARENCHYMA: "soft tissue",
+    _C_FAT: "fat",
+    _C_ORGAN: "liver",
+    _C_ORGAN + 1: "spleen",
+    _C_ORGAN + 2: "kidney",
+    _C_ORGAN + 3: "kidney",
+}
 
 
 def to_hu(images):
@@ -199,15 +205,27 @@ class PhantomBatch:
         boxes = np.concatenate(self.boxes) if len(self) else np.zeros((0, 4), np.int64)
         centers = np.concatenate(self.centers) if len(self) else np.zeros((0, 2))
         axes = np.concatenate(self.axes) if len(self) else np.zeros((0, 2))
-        cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if len(xs) else np.zeros(0, dt))
-        area = [np.bincount(self.instances[i].ravel(), minlength=m + 1)[1:m + 1] for i, m in enumerate(k)]
+
+        def cat(xs, dt):
+            return np.concatenate(xs).astype(dt) if len(xs) else np.zeros(0, dt)
+
+        area = [np.bincount(self.instances[i].ravel(), minlength=m + 1)[1 : m + 1] for i, m in enumerate(k)]
         return {
-            "image": image.astype(np.int64), "label": label.astype(np.int64),
-            "x0": boxes[:, 0], "y0": boxes[:, 1], "x1": boxes[:, 2], "y1": boxes[:, 3],
-            "cx": centers[:, 0], "cy": centers[:, 1],
-            "radius": cat(self.radii, np.float64), "a": axes[:, 0], "b": axes[:, 1],
-            "angle": cat(self.angles, np.float64), "contrast": cat(self.contrasts, np.float64),
-            "site": cat(self.sites, "<U11"), "area": cat(area, np.int64),
+            "image": image.astype(np.int64),
+            "label": label.astype(np.int64),
+            "x0": boxes[:, 0],
+            "y0": boxes[:, 1],
+            "x1": boxes[:, 2],
+            "y1": boxes[:, 3],
+            "cx": centers[:, 0],
+            "cy": centers[:, 1],
+            "radius": cat(self.radii, np.float64),
+            "a": axes[:, 0],
+            "b": axes[:, 1],
+            "angle": cat(self.angles, np.float64),
+            "contrast": cat(self.contrasts, np.float64),
+            "site": cat(self.sites, "<U11"),
+            "area": cat(area, np.int64),
         }
 
 
@@ -490,8 +508,12 @@ def _render(shape, centres, axes, angles, contrasts, softness):
         layer[win] += con * p
         inst[win][inside] = j + 1
         rows, cols = np.nonzero(inside)
-        boxes[j] = (win[1].start + cols.min(), win[0].start + rows.min(),
-                    win[1].start + cols.max() + 1, win[0].start + rows.max() + 1)
+        boxes[j] = (
+            win[1].start + cols.min(),
+            win[0].start + rows.min(),
+            win[1].start + cols.max() + 1,
+            win[0].start + rows.max() + 1,
+        )
     return layer, inst, boxes
 
 
@@ -579,10 +601,10 @@ def _anatomy(rng, shape, texture_field, texture, structures):
 
     # organs: centre (u, v), semi-axes (u, v), level above soft tissue, probability of being in the slice
     organs = (
-        ((-0.42, -0.12), (0.50, 0.62), 0.06, 0.9),   # liver
-        ((0.62, 0.18), (0.20, 0.36), 0.09, 0.7),     # spleen
-        ((-0.40, 0.50), (0.14, 0.22), 0.20, 0.75),   # right kidney
-        ((0.40, 0.50), (0.14, 0.22), 0.20, 0.75),    # left kidney
+        ((-0.42, -0.12), (0.50, 0.62), 0.06, 0.9),  # liver
+        ((0.62, 0.18), (0.20, 0.36), 0.09, 0.7),  # spleen
+        ((-0.40, 0.50), (0.14, 0.22), 0.20, 0.75),  # right kidney
+        ((0.40, 0.50), (0.14, 0.22), 0.20, 0.75),  # left kidney
     )
     for j, ((ou, ov), (sa, sb), level, prob) in enumerate(organs):
         present = u01() < prob
@@ -614,7 +636,7 @@ def _anatomy(rng, shape, texture_field, texture, structures):
     X, Y, T = xx[win], yy[win], tex[win]
     sub = tissue[win]  # a view: updates land in tissue
     bone = np.zeros(X.shape)
-    for (bx, by, ba, bb) in ((sx, sy, sr, sr * 0.9), (sx, sy + 1.25 * sr, 0.25 * sr, 0.6 * sr)):
+    for bx, by, ba, bb in ((sx, sy, sr, sr * 0.9), (sx, sy + 1.25 * sr, 0.25 * sr, 0.6 * sr)):
         d_bone = _polar_ellipse(X, Y, bx, by, ba, bb, tilt)
         w_b = _aa(d_bone)
         sub += (_MARROW + 0.5 * T + (_BONE - _MARROW) * (1 - _smoothstep(d_bone / 1.5)) - sub) * w_b
@@ -727,8 +749,23 @@ def _add_noise(rng, clean, noise, model):
 # ---------------------------------------------------------------------------
 
 
-def _generate(n, counts_fn, size, radius, contrast, noise, seed, softness, aspect, min_distance,
-              margin, noise_model, texture, structures, params):
+def _generate(
+    n,
+    counts_fn,
+    size,
+    radius,
+    contrast,
+    noise,
+    seed,
+    softness,
+    aspect,
+    min_distance,
+    margin,
+    noise_model,
+    texture,
+    structures,
+    params,
+):
     """Shared engine of the generators; ``counts_fn(i, rng_i)`` gives image i's lesion count."""
     h, w = _size(size)
     r, asp, soft, margin, min_distance = _lesion_shape_args(radius, aspect, softness, (h, w), margin, min_distance)
@@ -742,7 +779,7 @@ def _generate(n, counts_fn, size, radius, contrast, noise, seed, softness, aspec
     rngs = np.random.default_rng(seed).spawn(n) if n else []
     counts = [counts_fn(i, rngs[i]) for i in range(n)]
     white = np.stack([g.standard_normal((h, w)) for g in rngs]) if n else np.zeros((0, h, w))
-    fields = (scipy.fft.irfft2(scipy.fft.rfft2(white) * _texture_filter((h, w)), s=(h, w)) if n else white)
+    fields = scipy.fft.irfft2(scipy.fft.rfft2(white) * _texture_filter((h, w)), s=(h, w)) if n else white
     fields = fields.astype(np.float32)
 
     images = np.empty((n, h, w), np.float32)
@@ -781,11 +818,25 @@ def _generate(n, counts_fn, size, radius, contrast, noise, seed, softness, aspec
 
     masks = (instances > 0).astype(np.uint8)
     labels = np.array([int(c > 0) for c in counts], dtype=np.int64)
-    params = dict(params, size=(h, w), radius=r, contrast=con, noise=noise, seed=seed, softness=soft,
-                  aspect=asp, min_distance=min_distance, margin=margin, noise_model=noise_model,
-                  texture=texture, structures=bool(structures), hu_window=HU_WINDOW)
-    return PhantomBatch(images=images, masks=masks, instances=instances, body=body_all,
-                        labels=labels, params=params, **out)
+    params = dict(
+        params,
+        size=(h, w),
+        radius=r,
+        contrast=con,
+        noise=noise,
+        seed=seed,
+        softness=soft,
+        aspect=asp,
+        min_distance=min_distance,
+        margin=margin,
+        noise_model=noise_model,
+        texture=texture,
+        structures=bool(structures),
+        hu_window=HU_WINDOW,
+    )
+    return PhantomBatch(
+        images=images, masks=masks, instances=instances, body=body_all, labels=labels, params=params, **out
+    )
 
 
 def make_lesion_phantoms(
@@ -871,8 +922,23 @@ def make_lesion_phantoms(
     def counts(i, g):
         return int(g.integers(nl[0], nl[1] + 1))
 
-    return _generate(n, counts, size, radius, contrast, noise, seed, softness, aspect, min_distance, margin,
-                     noise_model, texture, structures, dict(kind="lesion", n=n, n_lesions=nl))
+    return _generate(
+        n,
+        counts,
+        size,
+        radius,
+        contrast,
+        noise,
+        seed,
+        softness,
+        aspect,
+        min_distance,
+        margin,
+        noise_model,
+        texture,
+        structures,
+        dict(kind="lesion", n=n, n_lesions=nl),
+    )
 
 
 def make_classification_phantoms(
@@ -904,9 +970,11 @@ def make_classification_phantoms(
     ``m`` images do not equal a batch of ``m`` (the permutation depends on ``n``).
     """
     n = _int("n", n)
-    if (isinstance(positive_fraction, (bool, np.bool_))
-            or not isinstance(positive_fraction, (int, float, np.integer, np.floating))
-            or not 0 <= positive_fraction <= 1):
+    if (
+        isinstance(positive_fraction, (bool, np.bool_))
+        or not isinstance(positive_fraction, (int, float, np.integer, np.floating))
+        or not 0 <= positive_fraction <= 1
+    ):
         raise ValueError(f"positive_fraction must be a number in [0, 1], got {positive_fraction!r}")
     nl = _range("n_lesions", n_lesions, lo=1, integer=True, hint=" (positive images need >= 1 lesion)")
     n_pos = int(round(n * positive_fraction))
@@ -917,9 +985,23 @@ def make_classification_phantoms(
         k = int(g.integers(nl[0], nl[1] + 1))
         return k if positive[i] else 0
 
-    return _generate(n, counts, size, radius, contrast, noise, seed, softness, aspect, min_distance, margin,
-                     noise_model, texture, structures,
-                     dict(kind="classification", n=n, n_lesions=nl, positive_fraction=float(positive_fraction)))
+    return _generate(
+        n,
+        counts,
+        size,
+        radius,
+        contrast,
+        noise,
+        seed,
+        softness,
+        aspect,
+        min_distance,
+        margin,
+        noise_model,
+        texture,
+        structures,
+        dict(kind="classification", n=n, n_lesions=nl, positive_fraction=float(positive_fraction)),
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -1015,8 +1097,17 @@ def insert_nodules(
     layer, inst, boxes = _render((h, w), centres, axes, angles, contrasts, soft)
     nz = inst > 0
     out[nz] = (out[nz] + layer[nz]).astype(out_dtype)
-    return InsertedNodules(image=out, mask=nz.astype(np.uint8), instances=inst, boxes=boxes, centers=centres,
-                           radii=radii, axes=axes, angles=angles, contrasts=contrasts)
+    return InsertedNodules(
+        image=out,
+        mask=nz.astype(np.uint8),
+        instances=inst,
+        boxes=boxes,
+        centers=centres,
+        radii=radii,
+        axes=axes,
+        angles=angles,
+        contrasts=contrasts,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -1039,8 +1130,10 @@ def boxes_from_mask(instances):
     """
     a = np.asarray(instances)
     if not np.issubdtype(a.dtype, np.integer):
-        raise TypeError(f"instances must be an integer label map, got dtype {a.dtype}; "
-                        "for a binary mask pass scipy.ndimage.label(mask)[0]")
+        raise TypeError(
+            f"instances must be an integer label map, got dtype {a.dtype}; "
+            "for a binary mask pass scipy.ndimage.label(mask)[0]"
+        )
     if a.ndim == 3:
         return [boxes_from_mask(x) for x in a]
     if a.ndim != 2:
@@ -1051,7 +1144,9 @@ def boxes_from_mask(instances):
     boxes = np.zeros((len(slices), 4), np.int64)
     for j, sl in enumerate(slices):
         if sl is None:
-            raise ValueError(f"label {j + 1} is absent but label {len(slices)} is present: number instances 1..k "
-                             "without gaps (skimage.segmentation.relabel_sequential)")
+            raise ValueError(
+                f"label {j + 1} is absent but label {len(slices)} is present: number instances 1..k "
+                "without gaps (skimage.segmentation.relabel_sequential)"
+            )
         boxes[j] = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
     return boxes

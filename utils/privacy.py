@@ -43,8 +43,9 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -53,11 +54,33 @@ from .imaging import PHIAttribute
 from .imaging import _short as _short_text
 
 __all__ = [
-    "BASIC_PROFILE", "PROFILE_EDITION", "PROFILE_SOURCE", "KEEP_ALLOWED", "CHECKED_VRS", "BURNED_IN_REGIONS",
-    "AuditEntry", "Deidentified", "profile_table", "profile_code", "applied_action", "remap_uid", "pseudonym",
-    "deidentify", "clean_pixels", "surviving_identifiers", "compare_with_library",
-    "split_by_label_mix", "small_cnn", "fedavg", "federated_averaging",
-    "per_example_gradients", "clip_and_noise", "train_dp_sgd", "secure_uniform", "dp_epsilon", "noise_for_epsilon",
+    "BASIC_PROFILE",
+    "PROFILE_EDITION",
+    "PROFILE_SOURCE",
+    "KEEP_ALLOWED",
+    "CHECKED_VRS",
+    "BURNED_IN_REGIONS",
+    "AuditEntry",
+    "Deidentified",
+    "profile_table",
+    "profile_code",
+    "applied_action",
+    "remap_uid",
+    "pseudonym",
+    "deidentify",
+    "clean_pixels",
+    "surviving_identifiers",
+    "compare_with_library",
+    "split_by_label_mix",
+    "small_cnn",
+    "fedavg",
+    "federated_averaging",
+    "per_example_gradients",
+    "clip_and_noise",
+    "train_dp_sgd",
+    "secure_uniform",
+    "dp_epsilon",
+    "noise_for_epsilon",
 ]
 
 # ---------------------------------------------------------------------------
@@ -72,12 +95,24 @@ PROFILE_SOURCE = ("dicom-anonymizer", "dicomfields_2026c")
 PROFILE_EDITION = "DICOM PS3.15 2026c, Annex E, Table E.1-1"
 _EDITION = "2026c"
 
-_CATEGORY_CODES = {"D_TAGS": "D", "Z_TAGS": "Z", "X_TAGS": "X", "U_TAGS": "U", "Z_D_TAGS": "Z/D", "X_Z_TAGS": "X/Z",
-                   "X_D_TAGS": "X/D", "X_Z_D_TAGS": "X/Z/D", "X_Z_U_STAR_TAGS": "X/Z/U*"}
+_CATEGORY_CODES = {
+    "D_TAGS": "D",
+    "Z_TAGS": "Z",
+    "X_TAGS": "X",
+    "U_TAGS": "U",
+    "Z_D_TAGS": "Z/D",
+    "X_Z_TAGS": "X/Z",
+    "X_D_TAGS": "X/D",
+    "X_Z_D_TAGS": "X/Z/D",
+    "X_Z_U_STAR_TAGS": "X/Z/U*",
+}
 #: The repeating-group rows of Table E.1-1 (curve data, overlay data and comments), as the library writes them
 #: ``(group, element, group mask, element mask)``; :func:`_is_overlay_or_curve` implements exactly these.
-_MASKED_ROWS = {(0x5000, 0x0000, 0xFF00, 0x0000): "(50xx,xxxx)", (0x6000, 0x3000, 0xFF00, 0xFFFF): "(60xx,3000)",
-                (0x6000, 0x4000, 0xFF00, 0xFFFF): "(60xx,4000)"}
+_MASKED_ROWS = {
+    (0x5000, 0x0000, 0xFF00, 0x0000): "(50xx,xxxx)",
+    (0x6000, 0x3000, 0xFF00, 0xFFFF): "(60xx,3000)",
+    (0x6000, 0x4000, 0xFF00, 0xFFFF): "(60xx,4000)",
+}
 
 
 def _load_profile() -> dict[str, str]:
@@ -128,11 +163,11 @@ KEEP_ALLOWED: dict[str, str] = {
     "ImplementationClassUID": "the software that wrote the file (file meta), shared by every file it writes",
     "ImplementationVersionName": "the version of that software (file meta)",
     "Manufacturer": "device maker; Table E.1-1 keeps it (needed for harmonisation); serial numbers and station "
-                    "names, which identify one device, are removed",
+    "names, which identify one device, are removed",
     "ManufacturerModelName": "device model, as for Manufacturer",
     "SoftwareVersions": "device software version, as for Manufacturer",
     "CodeValue": "a code of a controlled terminology (DCM, SNOMED, UCUM); the sequences whose codes could "
-                 "identify (institution, physician, patient) are removed by the profile",
+    "identify (institution, physician, patient) are removed by the profile",
     "CodingSchemeDesignator": "the terminology of a code (DCM, SRT, UCUM)",
     "CodingSchemeVersion": "the version of that terminology",
     "CodeMeaning": "the terminology's fixed meaning of the code",
@@ -147,12 +182,24 @@ CHECKED_VRS = frozenset({"PN", "DA", "DT", "TM", "LO", "SH", "ST", "LT", "UT", "
 
 #: Values written by action ``D``, per value representation (a fixed, meaningless dummy).
 DUMMY_VALUES: dict[str, Any] = {
-    "DA": "19000101", "TM": "000000", "DT": "19000101000000", "PN": "ANONYMIZED", "LO": "ANONYMIZED",
-    "SH": "ANONYMIZED", "CS": "ANONYMIZED", "LT": "ANONYMIZED", "ST": "ANONYMIZED", "UT": "ANONYMIZED",
-    "AE": "ANONYMIZED", "AS": "000Y", "DS": "0", "IS": "0",
+    "DA": "19000101",
+    "TM": "000000",
+    "DT": "19000101000000",
+    "PN": "ANONYMIZED",
+    "LO": "ANONYMIZED",
+    "SH": "ANONYMIZED",
+    "CS": "ANONYMIZED",
+    "LT": "ANONYMIZED",
+    "ST": "ANONYMIZED",
+    "UT": "ANONYMIZED",
+    "AE": "ANONYMIZED",
+    "AS": "000Y",
+    "DS": "0",
+    "IS": "0",
 }
 
 PSEUDONYM_PATTERN = re.compile(r"^ANON-[0-9A-F]{16}$")
+
 
 def _key_of(tag) -> str:
     """The :data:`BASIC_PROFILE` key of a tag: its keyword, ``"(gggg,eeee)"``, or a repeating-group key."""
@@ -221,6 +268,7 @@ def applied_action(code: str) -> str:
 # de-identification
 # ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class AuditEntry:
     """One attribute changed by :func:`deidentify`."""
@@ -250,9 +298,11 @@ class Deidentified(NamedTuple):
 
 def _check_salt(salt: Any) -> str:
     if not isinstance(salt, str) or len(salt) < 8:
-        raise ValueError("salt must be a secret string of at least 8 characters, kept by the data owner "
-                         "(e.g. secrets.token_hex(16)); the same salt gives the same pseudonyms and UIDs "
-                         "across files and runs")
+        raise ValueError(
+            "salt must be a secret string of at least 8 characters, kept by the data owner "
+            "(e.g. secrets.token_hex(16)); the same salt gives the same pseudonyms and UIDs "
+            "across files and runs"
+        )
     return salt
 
 
@@ -293,8 +343,9 @@ def _tag_text(tag) -> str:
 
 def _is_overlay_or_curve(tag) -> bool:
     group = tag.group
-    return (0x6000 <= group <= 0x601E and group % 2 == 0 and tag.element in (0x3000, 0x4000)) or \
-        (0x5000 <= group <= 0x501E and group % 2 == 0)
+    return (0x6000 <= group <= 0x601E and group % 2 == 0 and tag.element in (0x3000, 0x4000)) or (
+        0x5000 <= group <= 0x501E and group % 2 == 0
+    )
 
 
 def _uid_values(elem) -> list[str]:
@@ -428,12 +479,29 @@ def deidentify(ds, *, salt: str, uid_map: dict[str, str] | None = None, pixels_c
             if elem.keyword == "MediaStorageSOPInstanceUID":
                 old = elem.value
                 meta.MediaStorageSOPInstanceUID = remap_uid(old, salt, uid_map)
-                audit.append(AuditEntry("file_meta.MediaStorageSOPInstanceUID", "(0002,0003)",
-                                        "MediaStorageSOPInstanceUID", "U", "U", _short(old),
-                                        _short(meta.MediaStorageSOPInstanceUID)))
+                audit.append(
+                    AuditEntry(
+                        "file_meta.MediaStorageSOPInstanceUID",
+                        "(0002,0003)",
+                        "MediaStorageSOPInstanceUID",
+                        "U",
+                        "U",
+                        _short(old),
+                        _short(meta.MediaStorageSOPInstanceUID),
+                    )
+                )
             elif _must_go(elem) or _is_instance_uid(elem) or (elem.VR == "PN" and _texts(elem)):
-                audit.append(AuditEntry(f"file_meta.{elem.keyword}", _tag_text(elem.tag), elem.keyword,
-                                        f"{elem.VR} not allow-listed", "X", _short(elem.value), ""))
+                audit.append(
+                    AuditEntry(
+                        f"file_meta.{elem.keyword}",
+                        _tag_text(elem.tag),
+                        elem.keyword,
+                        f"{elem.VR} not allow-listed",
+                        "X",
+                        _short(elem.value),
+                        "",
+                    )
+                )
                 del meta[elem.tag]
     burned = str(ds.get("BurnedInAnnotation", "") or "").upper()
     pixel_review = not (burned == "NO" or pixels_cleaned)
@@ -442,18 +510,38 @@ def deidentify(ds, *, salt: str, uid_map: dict[str, str] | None = None, pixels_c
     warnings = []
     if pixel_review:
         state = "says YES" if burned == "YES" else "is absent"
-        warnings.append(f"Burned In Annotation (0028,0301) {state}: text in the pixels (names, dates, IDs) is not "
-                        f"removed by header de-identification; flagged for pixel review, and Patient Identity "
-                        f"Removed is not set; clean the pixels (clean_pixels) and look, then pass pixels_cleaned=True")
-        audit.append(AuditEntry("PatientIdentityRemoved", "(0012,0062)", "PatientIdentityRemoved", "method",
-                                "withheld", "", "pixel review needed"))
+        warnings.append(
+            f"Burned In Annotation (0028,0301) {state}: text in the pixels (names, dates, IDs) is not "
+            f"removed by header de-identification; flagged for pixel review, and Patient Identity "
+            f"Removed is not set; clean the pixels (clean_pixels) and look, then pass pixels_cleaned=True"
+        )
+        audit.append(
+            AuditEntry(
+                "PatientIdentityRemoved",
+                "(0012,0062)",
+                "PatientIdentityRemoved",
+                "method",
+                "withheld",
+                "",
+                "pixel review needed",
+            )
+        )
     else:
         codes = [("113100", "Basic Application Confidentiality Profile")]
         if pixels_cleaned:
             codes.append(("113101", "Clean Pixel Data Option"))
             if burned != "NO":
-                audit.append(AuditEntry("BurnedInAnnotation", "(0028,0301)", "BurnedInAnnotation", "pixels cleaned",
-                                        "D", _short(ds.get("BurnedInAnnotation", "")), "NO"))
+                audit.append(
+                    AuditEntry(
+                        "BurnedInAnnotation",
+                        "(0028,0301)",
+                        "BurnedInAnnotation",
+                        "pixels cleaned",
+                        "D",
+                        _short(ds.get("BurnedInAnnotation", "")),
+                        "NO",
+                    )
+                )
             out.BurnedInAnnotation = "NO"
         items = []
         for value, meaning in codes:
@@ -461,11 +549,17 @@ def deidentify(ds, *, salt: str, uid_map: dict[str, str] | None = None, pixels_c
             item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
             items.append(item)
         out.PatientIdentityRemoved = "YES"
-        out.DeidentificationMethod = (f"PS3.15 E.1-1 Basic Profile ({_EDITION})"
-                                      + (" + Clean Pixel" if pixels_cleaned else "") + "; utils.privacy")
+        out.DeidentificationMethod = (
+            f"PS3.15 E.1-1 Basic Profile ({_EDITION})"
+            + (" + Clean Pixel" if pixels_cleaned else "")
+            + "; utils.privacy"
+        )
         out.DeidentificationMethodCodeSequence = Sequence(items)
-        added += [("PatientIdentityRemoved", "YES"), ("DeidentificationMethod", out.DeidentificationMethod),
-                  ("DeidentificationMethodCodeSequence", " + ".join(f"DCM {v}" for v, _ in codes))]
+        added += [
+            ("PatientIdentityRemoved", "YES"),
+            ("DeidentificationMethod", out.DeidentificationMethod),
+            ("DeidentificationMethodCodeSequence", " + ".join(f"DCM {v}" for v, _ in codes)),
+        ]
     for kw, value in added:
         audit.append(AuditEntry(kw, _tag_text(out[kw].tag), kw, "method", "added", "", _short(value)))
     return Deidentified(out, audit, warnings, pixel_review)
@@ -510,8 +604,11 @@ def clean_pixels(ds, regions: Sequence[tuple[int, int, int, int]] | None = None,
     out.PixelData = arr.tobytes()
     if "PlanarConfiguration" in out:
         out.PlanarConfiguration = 0
-    if getattr(out, "file_meta", None) is not None and out.file_meta.get("TransferSyntaxUID") and \
-            out.file_meta.TransferSyntaxUID.is_compressed:
+    if (
+        getattr(out, "file_meta", None) is not None
+        and out.file_meta.get("TransferSyntaxUID")
+        and out.file_meta.TransferSyntaxUID.is_compressed
+    ):
         out.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         if str(out.get("PhotometricInterpretation", "")).startswith("YBR"):
             out.PhotometricInterpretation = "RGB"
@@ -566,13 +663,18 @@ def _identifying_values(original) -> set[str]:
             if elem.VR == "UI":
                 if text not in UID_dictionary:
                     values.add(text)
-            elif (len(text) >= 4 and not _is_number(text)) or \
-                    (elem.VR in ("DA", "TM", "DT", "LO", "SH", "PN") and len(text) >= 6):
+            elif (len(text) >= 4 and not _is_number(text)) or (
+                elem.VR in ("DA", "TM", "DT", "LO", "SH", "PN") and len(text) >= 6
+            ):
                 values.add(text)
     # a value the original also carries in a coded or allow-listed attribute (ImageType "RCBF" and LUTLabel
     # "RCBF") is not an identifier on its own
-    ordinary = {t for _, e in _elements(original) if not e.tag.is_private and
-                (e.keyword in KEEP_ALLOWED or e.VR not in CHECKED_VRS) for t in _texts(e)}
+    ordinary = {
+        t
+        for _, e in _elements(original)
+        if not e.tag.is_private and (e.keyword in KEEP_ALLOWED or e.VR not in CHECKED_VRS)
+        for t in _texts(e)
+    }
     return values - set(DUMMY_VALUES.values()) - ordinary
 
 
@@ -614,8 +716,9 @@ def surviving_identifiers(ds, original=None) -> list[PHIAttribute]:
             elif any(t not in dummies and not PSEUDONYM_PATTERN.match(t) for t in texts):
                 reason = f"{elem.VR} value"
         if reason is not None:
-            found.append(PHIAttribute(elem.keyword or "(private)", _tag_text(tag), _short(elem.value),
-                                      f"{reason} at {path}"))
+            found.append(
+                PHIAttribute(elem.keyword or "(private)", _tag_text(tag), _short(elem.value), f"{reason} at {path}")
+            )
     if original is not None:
         leaked = _identifying_values(original)
         for path, elem in elements:
@@ -623,8 +726,11 @@ def surviving_identifiers(ds, original=None) -> list[PHIAttribute]:
                 continue
             hits = [t for t in _texts(elem) if t in leaked]
             if hits:
-                found.append(PHIAttribute(elem.keyword or "(private)", _tag_text(elem.tag), _short(hits[0]),
-                                          f"original value at {path}"))
+                found.append(
+                    PHIAttribute(
+                        elem.keyword or "(private)", _tag_text(elem.tag), _short(hits[0]), f"original value at {path}"
+                    )
+                )
     return found
 
 
@@ -660,8 +766,9 @@ def compare_with_library(datasets: dict[str, Any], *, salt: str) -> list[tuple[s
     for name, ds in datasets.items():
         ours = deidentify(ds, salt=salt).dataset
         theirs = copy.deepcopy(ds)
-        anonymize_dataset(theirs, delete_private_tags=True,
-                          base_rules_gen=lambda: initialize_actions(PROFILE_SOURCE[1]))
+        anonymize_dataset(
+            theirs, delete_private_tags=True, base_rules_gen=lambda: initialize_actions(PROFILE_SOURCE[1])
+        )
         levels = [(ds, ours, theirs, "")]
         if getattr(ds, "file_meta", None) is not None:
             levels.append((ds.file_meta, ours.file_meta, getattr(theirs, "file_meta", ds.file_meta), "file_meta."))
@@ -689,8 +796,10 @@ def compare_with_library(datasets: dict[str, Any], *, salt: str) -> list[tuple[s
 # federated learning
 # ---------------------------------------------------------------------------
 
-def split_by_label_mix(y: np.ndarray, sizes: Sequence[int], mixes: Sequence[Sequence[float]], *,
-                       seed: int = 0) -> list[np.ndarray]:
+
+def split_by_label_mix(
+    y: np.ndarray, sizes: Sequence[int], mixes: Sequence[Sequence[float]], *, seed: int = 0
+) -> list[np.ndarray]:
     """Disjoint index sets of ``sizes[k]`` cases with class fractions ``mixes[k]`` (a non-IID client split).
 
     ``mixes[k][c]`` is the fraction of class ``c`` at client ``k`` (each row
@@ -705,8 +814,9 @@ def split_by_label_mix(y: np.ndarray, sizes: Sequence[int], mixes: Sequence[Sequ
     if len(sizes) != len(mixes):
         raise ValueError(f"sizes has {len(sizes)} clients but mixes has {len(mixes)} rows; give one mix per client")
     if mixes.ndim != 2 or mixes.shape[1] != n_classes:
-        raise ValueError(f"each mix needs {n_classes} class fractions (labels 0..{n_classes - 1}), "
-                         f"got shape {mixes.shape}")
+        raise ValueError(
+            f"each mix needs {n_classes} class fractions (labels 0..{n_classes - 1}), got shape {mixes.shape}"
+        )
     if np.any(mixes < 0) or not np.allclose(mixes.sum(axis=1), 1.0):
         raise ValueError(f"mixes must be non-negative fractions that sum to 1 per client, got {mixes.tolist()}")
     if any(s <= 0 for s in sizes):
@@ -720,16 +830,17 @@ def split_by_label_mix(y: np.ndarray, sizes: Sequence[int], mixes: Sequence[Sequ
         idx = []
         for c, n in enumerate(counts):
             if n > len(pools[c]):
-                raise ValueError(f"client {k} needs {n} cases of class {c} but only {len(pools[c])} are left; "
-                                 f"lower sizes[{k}] or change mixes[{k}]")
+                raise ValueError(
+                    f"client {k} needs {n} cases of class {c} but only {len(pools[c])} are left; "
+                    f"lower sizes[{k}] or change mixes[{k}]"
+                )
             idx += pools[c][:n]
             pools[c] = pools[c][n:]
         out.append(np.sort(np.asarray(idx, dtype=int)))
     return out
 
 
-def small_cnn(input_shape: Sequence[int] = (28, 28, 1), n_classes: int = 2, *, width: int = 8,
-              name: str = "small_cnn"):
+def small_cnn(input_shape: Sequence[int] = (28, 28, 1), n_classes: int = 2, *, width: int = 8, name: str = "small_cnn"):
     """A very small CNN without batch normalisation (so that per-example gradients and weight averages are clean).
 
     ``Rescaling`` ([0, 1] → [-2, 2]) → Conv 3×3 (``width``, ReLU) → MaxPool 2 →
@@ -744,17 +855,20 @@ def small_cnn(input_shape: Sequence[int] = (28, 28, 1), n_classes: int = 2, *, w
     import keras
     from keras import layers
 
-    return keras.Sequential([
-        keras.Input(tuple(input_shape)),
-        layers.Rescaling(4.0, offset=-2.0),
-        layers.Conv2D(width, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Conv2D(2 * width, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Conv2D(4 * width, 3, padding="same", activation="relu"),
-        layers.GlobalAveragePooling2D(),
-        layers.Dense(n_classes, name="logits"),
-    ], name=name)
+    return keras.Sequential(
+        [
+            keras.Input(tuple(input_shape)),
+            layers.Rescaling(4.0, offset=-2.0),
+            layers.Conv2D(width, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(2 * width, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(4 * width, 3, padding="same", activation="relu"),
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(n_classes, name="logits"),
+        ],
+        name=name,
+    )
 
 
 def fedavg(client_weights: Sequence[Sequence[np.ndarray]], sizes: Sequence[int]) -> list[np.ndarray]:
@@ -765,8 +879,10 @@ def fedavg(client_weights: Sequence[Sequence[np.ndarray]], sizes: Sequence[int])
     be passed to ``model.set_weights`` (works on every Keras backend).
     """
     if len(client_weights) == 0 or len(client_weights) != len(sizes):
-        raise ValueError(f"need one weight list per client and one size per client, got "
-                         f"{len(client_weights)} weight lists and {len(sizes)} sizes")
+        raise ValueError(
+            f"need one weight list per client and one size per client, got "
+            f"{len(client_weights)} weight lists and {len(sizes)} sizes"
+        )
     sizes_arr = np.asarray(sizes, dtype=np.float64)
     if np.any(sizes_arr <= 0):
         raise ValueError(f"client sizes must be positive, got {list(sizes)}")
@@ -784,8 +900,15 @@ def fedavg(client_weights: Sequence[Sequence[np.ndarray]], sizes: Sequence[int])
     return out
 
 
-def federated_averaging(model, clients: Sequence[tuple[np.ndarray, np.ndarray]], *, rounds: int, local_epochs: int,
-                        batch_size: int, on_round: Callable[[int, Any], Any] | None = None) -> list:
+def federated_averaging(
+    model,
+    clients: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    rounds: int,
+    local_epochs: int,
+    batch_size: int,
+    on_round: Callable[[int, Any], Any] | None = None,
+) -> list:
     """Train ``model`` (compiled) with FedAvg: each round every client trains locally, the server averages.
 
     In each round the global weights are sent to every client, the client runs
@@ -824,6 +947,7 @@ def federated_averaging(model, clients: Sequence[tuple[np.ndarray, np.ndarray]],
 # differential privacy: DP-SGD
 # ---------------------------------------------------------------------------
 
+
 def per_example_gradients(model, loss_fn: Callable, x, y) -> list:
     """Gradients of ``loss_fn(y_i, model(x_i))`` for every example ``i`` separately (leading axis = example).
 
@@ -835,8 +959,10 @@ def per_example_gradients(model, loss_fn: Callable, x, y) -> list:
     import keras
 
     if keras.backend.backend() != "tensorflow":
-        raise NotImplementedError(f"per_example_gradients needs the TensorFlow backend (KERAS_BACKEND=tensorflow); "
-                                  f"the active backend is {keras.backend.backend()!r}")
+        raise NotImplementedError(
+            f"per_example_gradients needs the TensorFlow backend (KERAS_BACKEND=tensorflow); "
+            f"the active backend is {keras.backend.backend()!r}"
+        )
     import tensorflow as tf
 
     variables = model.trainable_variables
@@ -850,8 +976,9 @@ def per_example_gradients(model, loss_fn: Callable, x, y) -> list:
     return tf.vectorized_map(one, (x, y))
 
 
-def clip_and_noise(per_example_grads: Sequence, *, l2_norm_clip: float, noise_multiplier: float,
-                   expected_batch_size: float, seed=None) -> tuple[list, Any]:
+def clip_and_noise(
+    per_example_grads: Sequence, *, l2_norm_clip: float, noise_multiplier: float, expected_batch_size: float, seed=None
+) -> tuple[list, Any]:
     """The DP-SGD aggregation (Abadi et al. 2016), in ``keras.ops`` (any backend).
 
     For per-example gradients ``g_i`` (each variable with a leading example
@@ -882,15 +1009,27 @@ def clip_and_noise(per_example_grads: Sequence, *, l2_norm_clip: float, noise_mu
         f = ops.reshape(factor, (-1,) + (1,) * (len(g.shape) - 1))
         total = ops.sum(ops.cast(f, g.dtype) * g, axis=0)
         if noise_multiplier > 0:
-            total = total + keras.random.normal(ops.shape(total), stddev=noise_multiplier * l2_norm_clip,
-                                                dtype=g.dtype, seed=seed)
+            total = total + keras.random.normal(
+                ops.shape(total), stddev=noise_multiplier * l2_norm_clip, dtype=g.dtype, seed=seed
+            )
         out.append(total / expected_batch_size)
     return out, norms
 
 
-def train_dp_sgd(model, x: np.ndarray, y: np.ndarray, *, epochs: float, expected_batch_size: int,
-                 learning_rate: float, l2_norm_clip: float, noise_multiplier: float, momentum: float = 0.0,
-                 seed: int | None = 0, secure: bool = False) -> dict:
+def train_dp_sgd(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: float,
+    expected_batch_size: int,
+    learning_rate: float,
+    l2_norm_clip: float,
+    noise_multiplier: float,
+    momentum: float = 0.0,
+    seed: int | None = 0,
+    secure: bool = False,
+) -> dict:
     """Train ``model`` (logits output) with DP-SGD on ``(x, y)``; **TensorFlow backend only**.
 
     Batches are drawn by **Poisson sampling** (every example independently with
@@ -921,8 +1060,10 @@ def train_dp_sgd(model, x: np.ndarray, y: np.ndarray, *, epochs: float, expected
     import tensorflow as tf
 
     if secure and seed is not None:
-        raise ValueError("secure=True draws its randomness from the operating system: pass seed=None "
-                         "(a seed would make the run reproducible, and so not private, for whoever knows it)")
+        raise ValueError(
+            "secure=True draws its randomness from the operating system: pass seed=None "
+            "(a seed would make the run reproducible, and so not private, for whoever knows it)"
+        )
     if not secure and seed is None:
         raise ValueError("seed=None needs secure=True; give an integer seed for a reproducible (lesson) run")
 
@@ -940,8 +1081,13 @@ def train_dp_sgd(model, x: np.ndarray, y: np.ndarray, *, epochs: float, expected
     @tf.function(input_signature=spec)
     def step(xb, yb):
         pe = per_example_gradients(model, loss_fn, xb, yb)
-        grads, norms = clip_and_noise(pe, l2_norm_clip=l2_norm_clip, noise_multiplier=noise_multiplier,
-                                      expected_batch_size=float(expected_batch_size), seed=noise_seed)
+        grads, norms = clip_and_noise(
+            pe,
+            l2_norm_clip=l2_norm_clip,
+            noise_multiplier=noise_multiplier,
+            expected_batch_size=float(expected_batch_size),
+            seed=noise_seed,
+        )
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return tf.reduce_mean(norms)
 
@@ -949,8 +1095,13 @@ def train_dp_sgd(model, x: np.ndarray, y: np.ndarray, *, epochs: float, expected
     def noise_only_step():
         # an empty Poisson batch: the update is the noise alone (skipping it would change the privacy analysis)
         empty = [tf.zeros((0,) + tuple(v.shape), v.dtype) for v in model.trainable_variables]
-        grads, _ = clip_and_noise(empty, l2_norm_clip=l2_norm_clip, noise_multiplier=noise_multiplier,
-                                  expected_batch_size=float(expected_batch_size), seed=noise_seed)
+        grads, _ = clip_and_noise(
+            empty,
+            l2_norm_clip=l2_norm_clip,
+            noise_multiplier=noise_multiplier,
+            expected_batch_size=float(expected_batch_size),
+            seed=noise_seed,
+        )
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
 
     rng = None if secure else np.random.default_rng(seed)
@@ -971,8 +1122,14 @@ def train_dp_sgd(model, x: np.ndarray, y: np.ndarray, *, epochs: float, expected
             noise_only_step()
             mean_norms.append(float("nan"))
         seen += len(idx)
-    return dict(steps=steps, sampling_probability=q, seconds=time.perf_counter() - t0, examples_seen=seen,
-                mean_norm=np.asarray(mean_norms), secure=bool(secure))
+    return dict(
+        steps=steps,
+        sampling_probability=q,
+        seconds=time.perf_counter() - t0,
+        examples_seen=seen,
+        mean_norm=np.asarray(mean_norms),
+        secure=bool(secure),
+    )
 
 
 def secure_uniform(n: int) -> np.ndarray:
@@ -986,11 +1143,12 @@ def secure_uniform(n: int) -> np.ndarray:
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     words = np.frombuffer(os.urandom(8 * n), dtype=np.uint64)
-    return (words >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    return (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
-def dp_epsilon(noise_multiplier: float, sampling_probability: float, steps: int, delta: float, *,
-               accountant: str = "rdp") -> float:
+def dp_epsilon(
+    noise_multiplier: float, sampling_probability: float, steps: int, delta: float, *, accountant: str = "rdp"
+) -> float:
     """ε of DP-SGD: ``steps`` compositions of the Poisson-subsampled Gaussian mechanism, at ``delta``.
 
     Uses Google's ``dp_accounting`` library: ``accountant="rdp"``
@@ -1007,7 +1165,8 @@ def dp_epsilon(noise_multiplier: float, sampling_probability: float, steps: int,
     if noise_multiplier <= 0:
         return float("inf")
     event = dp_event.SelfComposedDpEvent(
-        dp_event.PoissonSampledDpEvent(sampling_probability, dp_event.GaussianDpEvent(noise_multiplier)), int(steps))
+        dp_event.PoissonSampledDpEvent(sampling_probability, dp_event.GaussianDpEvent(noise_multiplier)), int(steps)
+    )
     if accountant == "rdp":
         acc = rdp.RdpAccountant()
     elif accountant == "pld":
@@ -1029,8 +1188,15 @@ def dp_epsilon(noise_multiplier: float, sampling_probability: float, steps: int,
         absl_logger.setLevel(level)
 
 
-def noise_for_epsilon(target_epsilon: float, sampling_probability: float, steps: int, delta: float, *,
-                      accountant: str = "rdp", tol: float = 1e-3) -> float:
+def noise_for_epsilon(
+    target_epsilon: float,
+    sampling_probability: float,
+    steps: int,
+    delta: float,
+    *,
+    accountant: str = "rdp",
+    tol: float = 1e-3,
+) -> float:
     """The smallest noise multiplier σ whose ε (:func:`dp_epsilon`) is at most ``target_epsilon`` (bisection)."""
     if not target_epsilon > 0:
         raise ValueError(f"target_epsilon must be > 0, got {target_epsilon}")

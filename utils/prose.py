@@ -45,8 +45,17 @@ ALLOWLIST_DIR = REPO_ROOT / "tests" / "prose_allowlist"
 BOOK_PAGES = ("book/index.md", "book/preface.md", "book/how_to_run.md", "book/faq.md", "book/reproducibility.md")
 
 # words that state a comparison as a fact; they may appear only through glue (a computed verdict)
-COMPARISON_WORDS = ("beats", "outperforms", "outperformed", "closes the gap", "closed the gap",
-                    "significantly better", "significantly worse", "clearly better", "clearly worse")
+COMPARISON_WORDS = (
+    "beats",
+    "outperforms",
+    "outperformed",
+    "closes the gap",
+    "closed the gap",
+    "significantly better",
+    "significantly worse",
+    "clearly better",
+    "clearly worse",
+)
 
 _FENCE = re.compile(r"^(```+|~~~+)(.*)$")
 _ROLE = re.compile(r"\{[\w:.-]+\}`[^`]*`")
@@ -64,14 +73,14 @@ GLOBAL_ALLOWED = {"95 %": "the confidence level of every interval in the book"}
 
 _UNITS = r"(?:s|ms|min|h|MiB|GiB|MB|GB|KiB|kB|images/s|img/s|samples/s|steps/s)"
 _NUM = r"\d[\d,]*(?:\.\d+)?"
-_MEASURED = re.compile(
-    rf"(?<![\w.\-/])(?P<num>{_NUM})(?:\s?(?P<pct>%)|\s(?P<unit>{_UNITS})(?![\w/])|(?P<dec>))", re.U)
-_REF_WORD = (r"(?:section|sections|§|exercise|exercises|ex\.|chapter|chapters|table|tables|figure|figures|fig\.|"
-             r"step|steps|eq\.|equation|version|versions|python|keras|tensorflow|jax|pytorch|torch|numpy|"
-             r"release|part|objective|objectives|v)")
+_MEASURED = re.compile(rf"(?<![\w.\-/])(?P<num>{_NUM})(?:\s?(?P<pct>%)|\s(?P<unit>{_UNITS})(?![\w/])|(?P<dec>))", re.U)
+_REF_WORD = (
+    r"(?:section|sections|§|exercise|exercises|ex\.|chapter|chapters|table|tables|figure|figures|fig\.|"
+    r"step|steps|eq\.|equation|version|versions|python|keras|tensorflow|jax|pytorch|torch|numpy|"
+    r"release|part|objective|objectives|v)"
+)
 # the text before a number ends with a reference word, possibly followed by a list ("exercises 3.1 and")
-_REFERENCE_BEFORE = re.compile(
-    rf"\b{_REF_WORD}\s+(?:[\d.]+\s*(?:,|and|or|to|–|-)\s*)*$", re.I)
+_REFERENCE_BEFORE = re.compile(rf"\b{_REF_WORD}\s+(?:[\d.]+\s*(?:,|and|or|to|–|-)\s*)*$", re.I)
 
 
 @dataclass(frozen=True)
@@ -136,7 +145,7 @@ def measured_numbers(sentence: str) -> list[str]:
             continue
         if "." not in num:
             continue  # a plain integer: design, not measurement
-        if _REFERENCE_BEFORE.search(sentence[:m.start()]):
+        if _REFERENCE_BEFORE.search(sentence[: m.start()]):
             continue  # "section 7.1", "exercises 3.1 and 3.4", "Python 3.11"
         found.append(num)
     return found
@@ -187,8 +196,13 @@ def control_characters(text: str, where: str = "") -> list[Finding]:
         line = text.count("\n", 0, m.start()) + 1
         start = text.rfind("\n", 0, m.start()) + 1
         end = text.find("\n", m.start())
-        findings.append(Finding(f"{where} line {line}", f"control character {m.group()!r}",
-                                text[start:end if end >= 0 else None][:160]))
+        findings.append(
+            Finding(
+                f"{where} line {line}",
+                f"control character {m.group()!r}",
+                text[start : end if end >= 0 else None][:160],
+            )
+        )
     return findings
 
 
@@ -199,8 +213,7 @@ def comparison_words(markdown: str, where: str = "") -> list[Finding]:
         low = sentence.lower()
         for word in COMPARISON_WORDS:
             if re.search(rf"\b{re.escape(word)}\b", low):
-                findings.append(Finding(where, f"comparison stated by hand ({word!r}); glue a verdict",
-                                        sentence[:160]))
+                findings.append(Finding(where, f"comparison stated by hand ({word!r}); glue a verdict", sentence[:160]))
     return findings
 
 
@@ -230,8 +243,11 @@ def glued_keys(executed: dict) -> set[str]:
 
 
 def _markdown_cells(nb: dict) -> list[tuple[int, str]]:
-    return [(i, "".join(c["source"]) if isinstance(c["source"], list) else c["source"])
-            for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown"]
+    return [
+        (i, "".join(c["source"]) if isinstance(c["source"], list) else c["source"])
+        for i, c in enumerate(nb["cells"])
+        if c["cell_type"] == "markdown"
+    ]
 
 
 def check_notebook(path: Path, executed: Path | None = None) -> list[Finding]:
@@ -250,8 +266,9 @@ def check_notebook(path: Path, executed: Path | None = None) -> list[Finding]:
         done = json.loads(executed.read_text(encoding="utf-8"))
         missing = sorted(referenced - glued_keys(done))
         if missing:
-            findings.append(Finding(path.name, f"glue keys referenced but not glued by the run {executed}",
-                                    ", ".join(missing)))
+            findings.append(
+                Finding(path.name, f"glue keys referenced but not glued by the run {executed}", ", ".join(missing))
+            )
     return findings
 
 
@@ -259,8 +276,11 @@ def check_page(path: Path) -> list[Finding]:
     """Every prose problem of one authored Markdown page of the book."""
     text = path.read_text(encoding="utf-8")
     allowed = load_allowlist(path.name)
-    return (control_characters(text, path.name) + hand_typed_numbers(text, allowed, path.name)
-            + comparison_words(text, path.name))
+    return (
+        control_characters(text, path.name)
+        + hand_typed_numbers(text, allowed, path.name)
+        + comparison_words(text, path.name)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="*", type=Path, help="notebooks or pages (default: every chapter and page)")
     parser.add_argument("--executed", type=Path, help="folder of executed notebooks, to check glue keys too")
     args = parser.parse_args(argv)
-    paths = args.paths or (sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-                           + [REPO_ROOT / p for p in BOOK_PAGES])
+    paths = args.paths or (
+        sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) + [REPO_ROOT / p for p in BOOK_PAGES]
+    )
     findings: list[Finding] = []
     for path in paths:
         if path.suffix == ".ipynb":

@@ -24,17 +24,18 @@ Audits
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
-
 
 # ---------------------------------------------------------------------------
 # label noise
 # ---------------------------------------------------------------------------
 
-def flip_labels(y: np.ndarray, fraction: float, *, n_classes: int | None = None, seed: int = 0
-                ) -> tuple[np.ndarray, np.ndarray]:
+
+def flip_labels(
+    y: np.ndarray, fraction: float, *, n_classes: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Corrupt exactly ``round(fraction · N)`` labels (symmetric noise); return ``(noisy, flipped_indices)``.
 
     The cases to corrupt are drawn without replacement with
@@ -101,8 +102,9 @@ class GeneralizedCrossEntropy:
 # imbalance
 # ---------------------------------------------------------------------------
 
+
 def class_weights(y: np.ndarray) -> dict[int, float]:
-    """"Balanced" class weights ``N / (K · N_k)``, from scikit-learn's ``compute_class_weight``.
+    """ "Balanced" class weights ``N / (K · N_k)``, from scikit-learn's ``compute_class_weight``.
 
     Every class present in ``y`` then contributes the same total weight to the loss. Pass the result
     to ``model.fit(..., class_weight=...)``. Used by chapter 2 (section 4, the training recipe) and
@@ -192,6 +194,7 @@ def sensitivity_at_specificity(y_true: np.ndarray, p_positive: np.ndarray, targe
 # audits
 # ---------------------------------------------------------------------------
 
+
 def _as_stack(images: np.ndarray) -> np.ndarray:
     x = np.asarray(images)
     if x.ndim == 4 and x.shape[-1] == 1:
@@ -241,7 +244,7 @@ def perceptual_hash(images: np.ndarray, hash_size: int = 8) -> np.ndarray:
     coef = dctn(x, axes=(1, 2), norm="ortho")[:, :hash_size, :hash_size].reshape(len(x), -1)
     med = np.median(coef[:, 1:], axis=1, keepdims=True)
     bits = (coef > med).astype(np.uint64)
-    weights = (np.uint64(1) << np.arange(bits.shape[1], dtype=np.uint64))
+    weights = np.uint64(1) << np.arange(bits.shape[1], dtype=np.uint64)
     return (bits * weights).sum(axis=1).astype(np.uint64)
 
 
@@ -258,8 +261,14 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / den) if den > 0 else float(np.array_equal(a, b))
 
 
-def near_duplicates(splits: Mapping[str, np.ndarray], *, max_hamming: int = 10, min_correlation: float = 0.95,
-                    center: bool = True, chunk: int = 2048) -> list[tuple[str, int, str, int, int, float]]:
+def near_duplicates(
+    splits: Mapping[str, np.ndarray],
+    *,
+    max_hamming: int = 10,
+    min_correlation: float = 0.95,
+    center: bool = True,
+    chunk: int = 2048,
+) -> list[tuple[str, int, str, int, int, float]]:
     """Pairs of near-identical images within and across splits.
 
     With ``center`` (the default) the mean image of all splits together is
@@ -288,7 +297,7 @@ def near_duplicates(splits: Mapping[str, np.ndarray], *, max_hamming: int = 10, 
     h = perceptual_hash(allx)
     out = []
     for s in range(0, len(h), chunk):
-        d = hamming(h[s:s + chunk, None], h[None, :])
+        d = hamming(h[s : s + chunk, None], h[None, :])
         ii, jj = np.nonzero(d <= max_hamming)
         for i, j in zip(ii + s, jj):
             if j <= i:
@@ -303,8 +312,12 @@ def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
     """Per-image mean, standard deviation, fraction of black (0) and of saturated (255) pixels."""
     x = _as_stack(images)
     flat = x.reshape(len(x), -1).astype(np.float64)
-    return {"mean": flat.mean(axis=1), "std": flat.std(axis=1), "black": (flat == 0).mean(axis=1),
-            "saturated": (flat == 255).mean(axis=1)}
+    return {
+        "mean": flat.mean(axis=1),
+        "std": flat.std(axis=1),
+        "black": (flat == 0).mean(axis=1),
+        "saturated": (flat == 255).mean(axis=1),
+    }
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -325,8 +338,9 @@ def outlier_scores(images: np.ndarray) -> np.ndarray:
     return np.max(np.abs(np.stack([robust_z(stats["mean"]), robust_z(stats["std"])])), axis=0)
 
 
-def label_table(labels: Mapping[str, np.ndarray], names: Mapping[int, str] | None = None
-                ) -> tuple[list[str], list[list]]:
+def label_table(
+    labels: Mapping[str, np.ndarray], names: Mapping[int, str] | None = None
+) -> tuple[list[str], list[list]]:
     """Header and rows for a table of class counts and fractions per split (for ``tables.show_table``)."""
     classes = sorted({int(c) for y in labels.values() for c in np.unique(np.asarray(y).reshape(-1))})
     header = ["split", "n"] + [f"{names[c] if names else c}" for c in classes]

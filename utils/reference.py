@@ -29,8 +29,9 @@ def _same_padding(size: int, k: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, stride: int = 1,
-           padding: str = "valid") -> np.ndarray:
+def conv2d(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, stride: int = 1, padding: str = "valid"
+) -> np.ndarray:
     """2D convolution (cross-correlation) of a batch ``x`` (N, H, W, C_in) with ``w`` (k_h, k_w, C_in, C_out)."""
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
@@ -49,7 +50,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, stride:
     y = np.zeros((n, oh, ow, w.shape[3]))
     for u in range(kh):  # sum over kernel offsets; each term is a matrix product over channels
         for v in range(kw):
-            patch = x[:, u:u + stride * (oh - 1) + 1:stride, v:v + stride * (ow - 1) + 1:stride, :]
+            patch = x[:, u : u + stride * (oh - 1) + 1 : stride, v : v + stride * (ow - 1) + 1 : stride, :]
             y += patch @ w[u, v]
     if b is not None:
         y += np.asarray(b, dtype=np.float64)
@@ -67,7 +68,9 @@ def max_pool2d(x: np.ndarray, pool: int = 2, stride: int | None = None) -> np.nd
     out = np.full((n, oh, ow, c), -np.inf)
     for u in range(pool):
         for v in range(pool):
-            out = np.maximum(out, x[:, u:u + stride * (oh - 1) + 1:stride, v:v + stride * (ow - 1) + 1:stride, :])
+            out = np.maximum(
+                out, x[:, u : u + stride * (oh - 1) + 1 : stride, v : v + stride * (ow - 1) + 1 : stride, :]
+            )
     return out
 
 

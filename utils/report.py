@@ -60,12 +60,15 @@ def _plain(value: Any) -> Any:
         return str(value)
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
-    raise TypeError(f"cannot record {value!r} ({type(value).__name__}) in the run report; "
-                    f"pass a number, a string, or a list/array of them")
+    raise TypeError(
+        f"cannot record {value!r} ({type(value).__name__}) in the run report; "
+        f"pass a number, a string, or a list/array of them"
+    )
 
 
-def metric(name: str, value: Any, *, unit: str | None = None, target: str | None = None,
-           split: str | None = None) -> Any:
+def metric(
+    name: str, value: Any, *, unit: str | None = None, target: str | None = None, split: str | None = None
+) -> Any:
     """Record a key result of the chapter (shown in the reproducibility report) and return it.
 
     ``target`` is a human-readable goal, e.g. ``">= 0.944 (ResNet-18 28)"``.
@@ -112,7 +115,7 @@ class timer:
         self.name, self.n_items, self.item = name, n_items, item
         self.seconds: float | None = None
 
-    def __enter__(self) -> "timer":
+    def __enter__(self) -> timer:
         self._t0 = time.perf_counter()
         return self
 
@@ -153,8 +156,15 @@ class Glued(str):
         pass
 
 
-def glue(name: str, value: Any, fmt: str | None = None, *, digits: int | None = None, signed: bool = False,
-         percent: bool = False) -> str:
+def glue(
+    name: str,
+    value: Any,
+    fmt: str | None = None,
+    *,
+    digits: int | None = None,
+    signed: bool = False,
+    percent: bool = False,
+) -> str:
     """Insert a measured value into the chapter's prose; return the text inserted.
 
     The markdown refers to it as ``{glue:text}`name```. ``value`` is a string (inserted as it
@@ -184,8 +194,16 @@ def glue(name: str, value: Any, fmt: str | None = None, *, digits: int | None = 
     return Glued(text)
 
 
-def glue_interval(name: str, estimate: Any, low: Any = None, high: Any = None, *, digits: int = 3,
-                  signed: bool = False, percent: bool = False) -> str:
+def glue_interval(
+    name: str,
+    estimate: Any,
+    low: Any = None,
+    high: Any = None,
+    *,
+    digits: int = 3,
+    signed: bool = False,
+    percent: bool = False,
+) -> str:
     """Glue ``"estimate [low, high]"`` under ``name`` (and the three parts as ``name_est``, ``name_lo``, ``name_hi``).
 
     ``estimate`` may be an ``(estimate, low, high)`` triple instead of three arguments.
@@ -200,8 +218,17 @@ def glue_interval(name: str, estimate: Any, low: Any = None, high: Any = None, *
     return glue(name, stats.fmt_interval(estimate, low, high, digits, signed=signed, percent=percent))
 
 
-def glue_verdict(name: str, estimate: Any, low: Any = None, high: Any = None, *, reference: float = 0.0,
-                 above: str | None = None, none: str | None = None, below: str | None = None) -> str:
+def glue_verdict(
+    name: str,
+    estimate: Any,
+    low: Any = None,
+    high: Any = None,
+    *,
+    reference: float = 0.0,
+    above: str | None = None,
+    none: str | None = None,
+    below: str | None = None,
+) -> str:
     """Glue the verdict of :func:`utils.stats.verdict` (or the wording chosen for it); return the verdict.
 
     Without wordings the glued text is the verdict itself (``"above"``, ``"no detectable

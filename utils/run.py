@@ -68,8 +68,22 @@ PROVENANCE_TAG = "run-provenance"
 # mybinder.org gives a session between 1 and 2 GB of memory (its user guide, "Usage guidelines"); a
 # chapter whose kernel peaks above this does not fit there.
 BINDER_MEMORY_MIB = 2048
-PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "jax", "torch", "numpy", "scikit-learn", "scikit-image",
-            "matplotlib", "pydicom", "nibabel", "papermill", "jupyter-book", "jupyterlab")
+PACKAGES = (
+    "tensorflow-cpu",
+    "tensorflow",
+    "keras",
+    "jax",
+    "torch",
+    "numpy",
+    "scikit-learn",
+    "scikit-image",
+    "matplotlib",
+    "pydicom",
+    "nibabel",
+    "papermill",
+    "jupyter-book",
+    "jupyterlab",
+)
 
 
 def discover(root: Path = REPO_ROOT, only: list[str] | None = None) -> list[Path]:
@@ -137,9 +151,11 @@ def prepare_page(executed: Path, entry: dict, commit: str) -> None:
             tags.append("remove-cell")
     nb.cells = [c for c in nb.cells if PROVENANCE_TAG not in c.get("metadata", {}).get("tags", [])]
     backend = entry.get("environment", {}).get("keras_backend", "no Keras")
-    line = (f"*This page shows the run of the **{entry['profile']}** profile of {entry.get('started', '?')} (UTC), "
-            f"commit `{commit}`, Keras backend {backend}: every number in its text comes from that run. "
-            f"See the {{doc}}`reproducibility report <../book/reproducibility>`.*")
+    line = (
+        f"*This page shows the run of the **{entry['profile']}** profile of {entry.get('started', '?')} (UTC), "
+        f"commit `{commit}`, Keras backend {backend}: every number in its text comes from that run. "
+        f"See the {{doc}}`reproducibility report <../book/reproducibility>`.*"
+    )
     cell = nbformat.v4.new_markdown_cell(line)
     cell.metadata["tags"] = [PROVENANCE_TAG]
     first = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
@@ -157,14 +173,24 @@ def execute(nb: Path, profile: str, out_dir: Path, record_dir: Path, timeout: in
     env_backup = {k: os.environ.get(k) for k in (RECORD_ENV, STRICT_ENV)}
     os.environ[RECORD_ENV] = str(record)
     os.environ[STRICT_ENV] = "1"
-    entry: dict = {"notebook": nb.name, "profile": profile,
-                   "started": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")}
+    entry: dict = {
+        "notebook": nb.name,
+        "profile": profile,
+        "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
+    }
     start = time.perf_counter()
     try:
         with PeakMemory(0.2, children=True) as mem:
-            pm.execute_notebook(str(nb), str(out), parameters={"PROFILE": profile}, cwd=str(nb.parent),
-                                kernel_name="python3", progress_bar=sys.stderr.isatty(),
-                                request_save_on_cell_execute=True, execution_timeout=timeout)
+            pm.execute_notebook(
+                str(nb),
+                str(out),
+                parameters={"PROFILE": profile},
+                cwd=str(nb.parent),
+                kernel_name="python3",
+                progress_bar=sys.stderr.isatty(),
+                request_save_on_cell_execute=True,
+                execution_timeout=timeout,
+            )
         entry["status"] = "ok"
     except Exception as exc:  # papermill raises PapermillExecutionError for cell errors
         entry["status"] = "failed"
@@ -190,10 +216,17 @@ def execute(nb: Path, profile: str, out_dir: Path, record_dir: Path, timeout: in
 def _commit() -> str:
     """The checkout's short commit, with ``+local changes`` when notebooks or utils differ from it."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "notebooks", "utils"], cwd=REPO_ROOT,
-                                    capture_output=True, text=True).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--", "notebooks", "utils"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", False
     return commit + ("+local changes" if dirty else "")
@@ -221,10 +254,16 @@ def environment() -> dict:
                 break
     except OSError:
         pass
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "keras_backend_env": os.environ.get("KERAS_BACKEND", "tensorflow (default)"),
-            "git_commit": _commit(), "packages": versions}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "keras_backend_env": os.environ.get("KERAS_BACKEND", "tensorflow (default)"),
+        "git_commit": _commit(),
+        "packages": versions,
+    }
 
 
 def _fmt(value) -> str:
@@ -279,27 +318,39 @@ def render_markdown(report: dict) -> str:
     total_budget = TOTAL_BUDGET_S.get(profile, TOTAL_BUDGET_S["full"])
     chapters_s = sum(nb["wall_s"] for nb in report["notebooks"])
     reused = [nb["notebook"] for nb in report["notebooks"] if nb.get("reused")]
-    lines = [f"Run of **{report['started']}** (UTC), profile **`{profile}`**, "
-             f"total **{report['total_s'] / 60:.1f} min**, commit `{env['git_commit']}`. "
-             f"The chapters' own wall times add up to **{chapters_s / 60:.1f} min** "
-             f"({_budget(chapters_s, total_budget)})"
-             + (f"; {len(reused)} of {len(report['notebooks'])} chapters were reused from an earlier run with the "
-                f"same inputs (marked below)." if reused else "."), "",
-             "| notebook | status | wall time | budget | peak memory | fits Binder (2 GiB) | backend | devices |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Run of **{report['started']}** (UTC), profile **`{profile}`**, "
+        f"total **{report['total_s'] / 60:.1f} min**, commit `{env['git_commit']}`. "
+        f"The chapters' own wall times add up to **{chapters_s / 60:.1f} min** "
+        f"({_budget(chapters_s, total_budget)})"
+        + (
+            f"; {len(reused)} of {len(report['notebooks'])} chapters were reused from an earlier run with the "
+            f"same inputs (marked below)."
+            if reused
+            else "."
+        ),
+        "",
+        "| notebook | status | wall time | budget | peak memory | fits Binder (2 GiB) | backend | devices |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for nb in report["notebooks"]:
         e = nb.get("environment", {})
         status = "ok" if nb["status"] == "ok" else f"**{nb['status'].upper()}**"
         if nb.get("reused"):
             status += f" (reused: run of {nb['reused']['from_run']}, commit {nb['reused']['commit']})"
-        lines.append(f"| `{nb['notebook']}` | {status} | {nb['wall_s']:.1f} s | {_budget(nb['wall_s'], chapter_budget)} | "
-                     f"{nb['peak_rss_mb']:.0f} MiB | {'yes' if nb['peak_rss_mb'] <= BINDER_MEMORY_MIB else 'no'} | "
-                     f"{e.get('keras_backend', '–')} | {', '.join(e.get('devices', [])) or '–'} |")
+        lines.append(
+            f"| `{nb['notebook']}` | {status} | {nb['wall_s']:.1f} s | {_budget(nb['wall_s'], chapter_budget)} | "
+            f"{nb['peak_rss_mb']:.0f} MiB | {'yes' if nb['peak_rss_mb'] <= BINDER_MEMORY_MIB else 'no'} | "
+            f"{e.get('keras_backend', '–')} | {', '.join(e.get('devices', [])) or '–'} |"
+        )
     for nb in report["notebooks"]:
         lines += ["", f"## `{nb['notebook']}`", ""]
         if nb["status"] != "ok":
-            lines += [f"Failed in cell {nb.get('cell', '?')} (`{_cell(nb.get('cell_source', ''))}`): "
-                      f"{_cell(nb.get('error', ''))}", ""]
+            lines += [
+                f"Failed in cell {nb.get('cell', '?')} (`{_cell(nb.get('cell_source', ''))}`): "
+                f"{_cell(nb.get('error', ''))}",
+                "",
+            ]
         if nb.get("metrics"):
             lines += ["| metric | value | target | judged |", "|---|---|---|---|"]
             for name, m in nb["metrics"].items():
@@ -308,8 +359,10 @@ def render_markdown(report: dict) -> str:
                 if m.get("target"):
                     verdict, why = judge_for_profile(m["value"], str(m["target"]), profile)
                     judged = f"**{verdict}**: {why}" if verdict != stats.NOT_JUDGED else f"{verdict}: {why}"
-                lines.append(f"| {_cell(name)} | {_cell(_fmt(m['value']))}{_cell(unit)} | "
-                             f"{_cell(m.get('target', ''))} | {_cell(judged)} |")
+                lines.append(
+                    f"| {_cell(name)} | {_cell(_fmt(m['value']))}{_cell(unit)} | "
+                    f"{_cell(m.get('target', ''))} | {_cell(judged)} |"
+                )
             lines.append("")
         if nb.get("timings"):
             lines += ["| timing | seconds | throughput |", "|---|---|---|"]
@@ -322,10 +375,17 @@ def render_markdown(report: dict) -> str:
             for d in nb["datasets"]:
                 lines.append(f"| {d['dataset']} | `{d['file']}` | {d['source']} | `{d['sha256'][:16]}…` |")
             lines.append("")
-    lines += ["", "## Environment", "", f"- Python {env['python']} on {env['platform']}",
-              f"- CPU: {env['cpu']} ({env['cpu_count']} cores), {env['memory_gb']} GiB memory",
-              f"- Keras backend: {env['keras_backend_env']}", "",
-              "| package | version |", "|---|---|"]
+    lines += [
+        "",
+        "## Environment",
+        "",
+        f"- Python {env['python']} on {env['platform']}",
+        f"- CPU: {env['cpu']} ({env['cpu_count']} cores), {env['memory_gb']} GiB memory",
+        f"- Keras backend: {env['keras_backend_env']}",
+        "",
+        "| package | version |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v} |" for k, v in env["packages"].items()]
     return "\n".join(lines) + "\n"
 
@@ -356,13 +416,21 @@ def fingerprint(nb: Path, profile: str, root: Path = REPO_ROOT) -> str:
     registry_path = root / "data" / "registry.toml"
     if registry_path.is_file():
         reg = tomllib.loads(registry_path.read_text(encoding="utf-8"))
-        used = {name: entry for name, entry in reg.items()
-                if isinstance(entry, dict) and nb.stem in entry.get("used_by", [])}
+        used = {
+            name: entry
+            for name, entry in reg.items()
+            if isinstance(entry, dict) and nb.stem in entry.get("used_by", [])
+        }
         add("registry", json.dumps(used, sort_keys=True, default=str).encode())
     if (root / "requirements.txt").is_file():
         add("requirements.txt", (root / "requirements.txt").read_bytes())
-    settings = {"profile": profile, "backend": _backend(), "packages": package_versions(),
-                "data_dir": os.environ.get(DATA_DIR_ENV, ""), "python": platform.python_version()}
+    settings = {
+        "profile": profile,
+        "backend": _backend(),
+        "packages": package_versions(),
+        "data_dir": os.environ.get(DATA_DIR_ENV, ""),
+        "python": platform.python_version(),
+    }
     add("settings", json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -397,8 +465,9 @@ def remember(nb: Path, profile: str, out_dir: Path, digest: str, entry: dict) ->
     RUN_CACHE.mkdir(parents=True, exist_ok=True)
     shutil.copy2(out_dir / nb.name, copy_path)
     clean = {k: v for k, v in entry.items() if k != "reused"}
-    files.write_text(meta_path, json.dumps({"fingerprint": digest, "commit": _commit(), "entry": clean},
-                                           ensure_ascii=False))
+    files.write_text(
+        meta_path, json.dumps({"fingerprint": digest, "commit": _commit(), "entry": clean}, ensure_ascii=False)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -406,8 +475,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=("fast", "full"), default=os.environ.get("PROFILE", "full"))
     parser.add_argument("--only", nargs="*", help="run only notebooks whose name contains one of these")
     parser.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
-    parser.add_argument("--force", action="store_true",
-                        help="execute every chapter, even those whose inputs are unchanged since their last run")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="execute every chapter, even those whose inputs are unchanged since their last run",
+    )
     args = parser.parse_args(argv)
 
     nbs = discover(only=args.only)
@@ -416,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     for d in (out_dir, record_dir, REPORT_MD.parent):
         d.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     entries = []
     for i, nb in enumerate(nbs, 1):
@@ -424,33 +496,49 @@ def main(argv: list[str] | None = None) -> int:
         entry = None if args.force else reuse(nb, args.profile, out_dir, digest)
         if entry is not None:
             entries.append(entry)
-            print(f"[{i}/{len(nbs)}] {nb.name}: inputs unchanged since the run of {entry['reused']['from_run']} "
-                  f"(commit {entry['reused']['commit']}); reusing it (--force re-runs)", flush=True)
+            print(
+                f"[{i}/{len(nbs)}] {nb.name}: inputs unchanged since the run of {entry['reused']['from_run']} "
+                f"(commit {entry['reused']['commit']}); reusing it (--force re-runs)",
+                flush=True,
+            )
             continue
         print(f"[{i}/{len(nbs)}] {nb.name} (profile {args.profile}) ...", flush=True)
         entry = execute(nb, args.profile, out_dir, record_dir, args.timeout)
         entries.append(entry)
         remember(nb, args.profile, out_dir, digest, entry)
         if entry["status"] == "ok":
-            print(f"[{i}/{len(nbs)}] {nb.name}: ok in {entry['wall_s']:.1f} s, peak {entry['peak_rss_mb']:.0f} MiB",
-                  flush=True)
+            print(
+                f"[{i}/{len(nbs)}] {nb.name}: ok in {entry['wall_s']:.1f} s, peak {entry['peak_rss_mb']:.0f} MiB",
+                flush=True,
+            )
         else:
-            print(f"[{i}/{len(nbs)}] {nb.name}: FAILED in cell {entry.get('cell', '?')} "
-                  f"({entry.get('cell_source', '')!r}): {entry.get('error', '')}", file=sys.stderr, flush=True)
-    report = {"profile": args.profile, "started": started.strftime("%Y-%m-%d %H:%M"),
-              "total_s": round(time.perf_counter() - t0, 1), "environment": environment(), "notebooks": entries}
+            print(
+                f"[{i}/{len(nbs)}] {nb.name}: FAILED in cell {entry.get('cell', '?')} "
+                f"({entry.get('cell_source', '')!r}): {entry.get('error', '')}",
+                file=sys.stderr,
+                flush=True,
+            )
+    report = {
+        "profile": args.profile,
+        "started": started.strftime("%Y-%m-%d %H:%M"),
+        "total_s": round(time.perf_counter() - t0, 1),
+        "environment": environment(),
+        "notebooks": entries,
+    }
     if args.only:  # keep the entries of notebooks not re-run this time
         if REPORT_JSON.is_file():
             old = json.loads(REPORT_JSON.read_text())
             if old.get("profile") == args.profile:
                 ran = {e["notebook"] for e in entries}
-                report["notebooks"] = sorted([e for e in old["notebooks"] if e["notebook"] not in ran] + entries,
-                                             key=lambda e: e["notebook"])
+                report["notebooks"] = sorted(
+                    [e for e in old["notebooks"] if e["notebook"] not in ran] + entries, key=lambda e: e["notebook"]
+                )
     REPORT_JSON.write_text(json.dumps(report, indent=1, ensure_ascii=False))
     REPORT_MD.write_text(render_markdown(report))
     failed = [e["notebook"] for e in entries if e["status"] != "ok"]
-    print(f"run report: {REPORT_JSON} ({len(entries) - len(failed)}/{len(entries)} ok, "
-          f"{report['total_s'] / 60:.1f} min)")
+    print(
+        f"run report: {REPORT_JSON} ({len(entries) - len(failed)}/{len(entries)} ok, {report['total_s'] / 60:.1f} min)"
+    )
     if failed:
         print(f"failed notebooks: {', '.join(failed)}", file=sys.stderr)
         return 1

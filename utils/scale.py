@@ -39,9 +39,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -54,6 +54,7 @@ IMAGE_KEY, LABEL_KEY = "image", "label"
 # ---------------------------------------------------------------------------
 # writing and reading shards
 # ---------------------------------------------------------------------------
+
 
 @dataclass
 class Shards:
@@ -70,8 +71,9 @@ class Shards:
         return str(Path(self.paths[0]).parent / "shard-*.tfrecord")
 
 
-def augment_copies(images: np.ndarray, copies: int, *, seed: int = 0, max_shift: int = 2,
-                   max_gain: float = 0.1) -> np.ndarray:
+def augment_copies(
+    images: np.ndarray, copies: int, *, seed: int = 0, max_shift: int = 2, max_gain: float = 0.1
+) -> np.ndarray:
     """``copies`` versions of every image: copy 0 is the original, the others are shifted and re-scaled.
 
     Each extra copy is shifted by up to ``max_shift`` pixels in each direction
@@ -98,8 +100,15 @@ def augment_copies(images: np.ndarray, copies: int, *, seed: int = 0, max_shift:
     return np.concatenate(out)
 
 
-def write_shards(images: np.ndarray, labels: np.ndarray, out_dir: str | os.PathLike, *, n_shards: int = 8,
-                 copies: int = 1, seed: int = 0) -> Shards:
+def write_shards(
+    images: np.ndarray,
+    labels: np.ndarray,
+    out_dir: str | os.PathLike,
+    *,
+    n_shards: int = 8,
+    copies: int = 1,
+    seed: int = 0,
+) -> Shards:
     """Write ``images`` (uint8, ``(N, H, W)`` or ``(N, H, W, C)``) and integer ``labels`` as TFRecord shards.
 
     With ``copies > 1`` the dataset is grown by :func:`augment_copies` (for the
@@ -131,16 +140,24 @@ def write_shards(images: np.ndarray, labels: np.ndarray, out_dir: str | os.PathL
     writers = [tf.io.TFRecordWriter(str(p)) for p in paths]
     try:
         for i in range(len(images)):
-            ex = tf.train.Example(features=tf.train.Features(feature={
-                IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[images[i].tobytes()])),
-                LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[i])])),
-            }))
+            ex = tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[images[i].tobytes()])),
+                        LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[i])])),
+                    }
+                )
+            )
             writers[i % n_shards].write(ex.SerializeToString())
     finally:
         for w in writers:
             w.close()
-    return Shards(paths=[str(p) for p in paths], n_examples=len(images),
-                  n_bytes=int(sum(p.stat().st_size for p in paths)), image_shape=tuple(images.shape[1:]))
+    return Shards(
+        paths=[str(p) for p in paths],
+        n_examples=len(images),
+        n_bytes=int(sum(p.stat().st_size for p in paths)),
+        image_shape=tuple(images.shape[1:]),
+    )
 
 
 def _features():
@@ -149,8 +166,17 @@ def _features():
     return {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string), LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
 
 
-def make_dataset(pattern: str, image_shape: Sequence[int], *, batch_size: int = 64, mode: str = "tuned",
-                 shuffle_buffer: int = 0, augment: bool = False, repeat: bool = False, seed: int = 0):
+def make_dataset(
+    pattern: str,
+    image_shape: Sequence[int],
+    *,
+    batch_size: int = 64,
+    mode: str = "tuned",
+    shuffle_buffer: int = 0,
+    augment: bool = False,
+    repeat: bool = False,
+    seed: int = 0,
+):
     """A ``tf.data.Dataset`` of ``(images float32 in [0, 1], labels int64)`` batches streamed from shards.
 
     ``mode="naive"``: read the shards one after the other, parse and decode one
@@ -182,6 +208,7 @@ def make_dataset(pattern: str, image_shape: Sequence[int], *, batch_size: int = 
         return tf.image.random_crop(pad, shape, seed=seed)
 
     if mode == "naive":
+
         def parse_one(rec):
             ex = tf.io.parse_single_example(rec, feats)
             img = tf.reshape(tf.io.decode_raw(ex[IMAGE_KEY], tf.uint8), shape)
@@ -246,8 +273,10 @@ def read_all(pattern: str, image_shape: Sequence[int]) -> tuple[np.ndarray, np.n
 # memory
 # ---------------------------------------------------------------------------
 
-def _stream_worker(pattern: str, image_shape: Sequence[int], batch_size: int, shuffle_buffer: int,
-                   load_all: bool) -> dict:
+
+def _stream_worker(
+    pattern: str, image_shape: Sequence[int], batch_size: int, shuffle_buffer: int, load_all: bool
+) -> dict:
     """Body of the memory-measurement subprocess (see :func:`measure_streaming_memory`)."""
     import resource
 
@@ -262,12 +291,11 @@ def _stream_worker(pattern: str, image_shape: Sequence[int], batch_size: int, sh
     n, total = 0, 0.0
     t0 = time.perf_counter()
     with memory.PeakMemory(0.01) as stream:
-        for x, y in ds:
+        for x, _y in ds:
             n += int(x.shape[0])
             total += float(tf.reduce_sum(x))  # touch the data
     seconds = time.perf_counter() - t0
-    out = dict(n_images=n, baseline_rss=baseline, stream_peak_rss=stream.peak, stream_seconds=seconds,
-               pixel_sum=total)
+    out = dict(n_images=n, baseline_rss=baseline, stream_peak_rss=stream.peak, stream_seconds=seconds, pixel_sum=total)
     if load_all:
         with memory.PeakMemory(0.01) as mem:
             x_all, y_all = read_all(pattern, image_shape)
@@ -278,8 +306,15 @@ def _stream_worker(pattern: str, image_shape: Sequence[int], batch_size: int, sh
     return out
 
 
-def measure_streaming_memory(pattern: str, image_shape: Sequence[int], *, batch_size: int = 256,
-                             shuffle_buffer: int = 1024, load_all: bool = True, timeout: float = 600) -> dict:
+def measure_streaming_memory(
+    pattern: str,
+    image_shape: Sequence[int],
+    *,
+    batch_size: int = 256,
+    shuffle_buffer: int = 1024,
+    load_all: bool = True,
+    timeout: float = 600,
+) -> dict:
     """Stream every record once in a fresh subprocess; return its memory figures (bytes) and timing.
 
     Keys: ``n_images``, ``baseline_rss`` (after TensorFlow and the pipeline are
@@ -290,8 +325,15 @@ def measure_streaming_memory(pattern: str, image_shape: Sequence[int], *, batch_
     ``in_memory_array_bytes``.  The subprocess keeps the measurement clean of
     whatever the calling process already holds.
     """
-    args = json.dumps(dict(pattern=str(pattern), image_shape=[int(s) for s in image_shape],
-                           batch_size=int(batch_size), shuffle_buffer=int(shuffle_buffer), load_all=bool(load_all)))
+    args = json.dumps(
+        dict(
+            pattern=str(pattern),
+            image_shape=[int(s) for s in image_shape],
+            batch_size=int(batch_size),
+            shuffle_buffer=int(shuffle_buffer),
+            load_all=bool(load_all),
+        )
+    )
     return _run_module("stream", args, timeout)
 
 
@@ -299,8 +341,14 @@ def _run_module(command: str, args: str, timeout: float) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
     env.pop("MEDIMG_RUN_RECORD", None)  # the child must not write into the notebook's run report
     root = Path(__file__).resolve().parent.parent
-    proc = subprocess.run([sys.executable, "-m", "utils.scale", command, args], capture_output=True, text=True,
-                          timeout=timeout, cwd=root, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "utils.scale", command, args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=root,
+        env=env,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"utils.scale {command} subprocess failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -309,6 +357,7 @@ def _run_module(command: str, args: str, timeout: float) -> dict:
 # ---------------------------------------------------------------------------
 # throughput
 # ---------------------------------------------------------------------------
+
 
 def images_per_second(batches: Iterable, *, n_batches: int, warmup: int = 2) -> float:
     """Images per second of iterating ``batches`` (``(x, y)`` pairs or arrays), after ``warmup`` batches."""
@@ -357,6 +406,7 @@ def fit_images_per_second(model, dataset, *, steps: int, warmup: int = 2) -> flo
 # data parallelism
 # ---------------------------------------------------------------------------
 
+
 def _small_training_set(n_images: int):
     """The first ``n_images`` PneumoniaMNIST training images as floats, labels one-hot (float32)."""
     import keras
@@ -379,8 +429,7 @@ def _small_cnn(input_shape, seed: int, width: int, synchronized: bool = True):
     from . import classify
 
     keras.utils.set_random_seed(seed)
-    model = classify.medmnist_cnn(input_shape, 2, width=width, blocks=1, dropout=0.0, augment=None,
-                                  mean=0.5, std=0.25)
+    model = classify.medmnist_cnn(input_shape, 2, width=width, blocks=1, dropout=0.0, augment=None, mean=0.5, std=0.25)
     for layer in model.layers:  # on TensorFlow, BN over the global batch needs synchronized=True; on JAX a
         # sharded batch is one global array, so BN already sees the whole batch (and refuses the flag)
         if isinstance(layer, keras.layers.BatchNormalization) and keras.backend.backend() == "tensorflow":
@@ -389,8 +438,7 @@ def _small_cnn(input_shape, seed: int, width: int, synchronized: bool = True):
     return model
 
 
-def _mirrored_worker(steps: int, global_batch: int, seed: int, width: int, variants: list,
-                     n_devices: int) -> list:
+def _mirrored_worker(steps: int, global_batch: int, seed: int, width: int, variants: list, n_devices: int) -> list:
     """Body of the data-parallel subprocess (see :func:`mirrored_vs_single`)."""
     import tensorflow as tf
 
@@ -419,13 +467,26 @@ def _mirrored_worker(steps: int, global_batch: int, seed: int, width: int, varia
         ws, wm = [np.asarray(w) for w in ws], [np.asarray(w) for w in wm]
         diff = max(float(np.max(np.abs(a - b))) for a, b in zip(ws, wm))
         scale = max(float(np.max(np.abs(a))) for a in ws)
-        moved = max(float(np.max(np.abs(a - b))) for a, b in zip(ws, [np.asarray(w) for w in
-                                                                        _trainable_init(single, init_s)]))
-        results.append(dict(devices=logical, replicas=int(mirrored.num_replicas_in_sync), steps=int(steps),
-                            global_batch=int(global_batch), synchronized_bn=bool(synchronized),
-                            loss_single=float(loss_s), loss_mirrored=float(loss_m), max_abs_weight_diff=diff,
-                            max_abs_weight=scale, max_weight_change=moved, init_diff=same_init,
-                            seconds_single=t_s, seconds_mirrored=t_m))
+        moved = max(
+            float(np.max(np.abs(a - b))) for a, b in zip(ws, [np.asarray(w) for w in _trainable_init(single, init_s)])
+        )
+        results.append(
+            dict(
+                devices=logical,
+                replicas=int(mirrored.num_replicas_in_sync),
+                steps=int(steps),
+                global_batch=int(global_batch),
+                synchronized_bn=bool(synchronized),
+                loss_single=float(loss_s),
+                loss_mirrored=float(loss_m),
+                max_abs_weight_diff=diff,
+                max_abs_weight=scale,
+                max_weight_change=moved,
+                init_diff=same_init,
+                seconds_single=t_s,
+                seconds_mirrored=t_m,
+            )
+        )
     return results
 
 
@@ -436,8 +497,16 @@ def _trainable_init(model, init_weights: list) -> list:
     return [by_var[id(v)] for v in model.weights if id(v) in ids]
 
 
-def mirrored_vs_single(*, steps: int = 5, global_batch: int = 64, seed: int = 0, width: int = 8,
-                       variants: Sequence[bool] = (True, False), n_devices: int = 2, timeout: float = 600) -> list:
+def mirrored_vs_single(
+    *,
+    steps: int = 5,
+    global_batch: int = 64,
+    seed: int = 0,
+    width: int = 8,
+    variants: Sequence[bool] = (True, False),
+    n_devices: int = 2,
+    timeout: float = 600,
+) -> list:
     """Train the chapter-2 CNN for ``steps`` SGD steps on one device and with MirroredStrategy; compare.
 
     Runs in a subprocess that first splits the CPU into ``n_devices`` logical
@@ -456,14 +525,23 @@ def mirrored_vs_single(*, steps: int = 5, global_batch: int = 64, seed: int = 0,
     """
     if int(n_devices) < 2:
         raise ValueError(f"n_devices must be >= 2 for data parallelism, got {n_devices}")
-    args = json.dumps(dict(steps=int(steps), global_batch=int(global_batch), seed=int(seed), width=int(width),
-                           variants=[bool(v) for v in variants], n_devices=int(n_devices)))
+    args = json.dumps(
+        dict(
+            steps=int(steps),
+            global_batch=int(global_batch),
+            seed=int(seed),
+            width=int(width),
+            variants=[bool(v) for v in variants],
+            n_devices=int(n_devices),
+        )
+    )
     return _run_module("mirrored", args, timeout)
 
 
 # ---------------------------------------------------------------------------
 # several processes: MultiWorkerMirroredStrategy (TensorFlow) and DataParallel (JAX)
 # ---------------------------------------------------------------------------
+
 
 def _throughput(n_images: int, epoch_seconds: list[float]) -> float:
     """Images per second after the first epoch (which also traces and compiles), or over it if it is alone."""
@@ -483,12 +561,14 @@ def _fit_and_save(model, x, y, *, global_batch: int, epochs: int, out: str | Non
         def on_epoch_end(self, epoch, logs=None):
             epoch_seconds.append(time.perf_counter() - self.t0)
 
-    hist = model.fit(x, y, batch_size=global_batch, epochs=epochs, shuffle=False, verbose=0,
-                     callbacks=[EpochTimer()])
+    hist = model.fit(x, y, batch_size=global_batch, epochs=epochs, shuffle=False, verbose=0, callbacks=[EpochTimer()])
     if out:
         np.savez(out, *[np.asarray(w) for w in model.trainable_weights])
-    return dict(loss=[float(v) for v in hist.history["loss"]], epoch_seconds=epoch_seconds,
-                images_per_second=_throughput(len(x), epoch_seconds))
+    return dict(
+        loss=[float(v) for v in hist.history["loss"]],
+        epoch_seconds=epoch_seconds,
+        images_per_second=_throughput(len(x), epoch_seconds),
+    )
 
 
 def _custom_loop(strategy, model, x, y, *, global_batch: int, epochs: int) -> dict:
@@ -529,12 +609,14 @@ def _custom_loop(strategy, model, x, y, *, global_batch: int, epochs: int) -> di
     return dict(loss=losses, epoch_seconds=epoch_seconds, images_per_second=_throughput(len(x), epoch_seconds))
 
 
-def _multiworker_worker(index: int, ports: list, n_images: int, global_batch: int, epochs: int, seed: int,
-                        width: int, out: str) -> dict:
+def _multiworker_worker(
+    index: int, ports: list, n_images: int, global_batch: int, epochs: int, seed: int, width: int, out: str
+) -> dict:
     """Body of one worker process of :func:`multiworker_vs_single` (``index`` < 0: the single process)."""
     if index >= 0:  # TF_CONFIG must be set before TensorFlow starts
-        os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                                              "task": {"type": "worker", "index": index}})
+        os.environ["TF_CONFIG"] = json.dumps(
+            {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+        )
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()
@@ -574,8 +656,16 @@ def _compare_weights(a_path: str, b_path: str) -> float:
         return max(float(np.max(np.abs(a[k] - b[k]))) for k in a.files)
 
 
-def multiworker_vs_single(*, n_workers: int = 2, n_images: int = 512, global_batch: int = 64, epochs: int = 3,
-                          seed: int = 0, width: int = 8, timeout: float = 900) -> dict:
+def multiworker_vs_single(
+    *,
+    n_workers: int = 2,
+    n_images: int = 512,
+    global_batch: int = 64,
+    epochs: int = 3,
+    seed: int = 0,
+    width: int = 8,
+    timeout: float = 900,
+) -> dict:
     """Train the same model with ``tf.distribute.MultiWorkerMirroredStrategy`` in ``n_workers`` processes.
 
     Each worker is a separate Python process on this machine. ``TF_CONFIG`` lists the workers at
@@ -596,18 +686,27 @@ def multiworker_vs_single(*, n_workers: int = 2, n_images: int = 512, global_bat
     if int(n_workers) < 2:
         raise ValueError(f"n_workers must be >= 2, got {n_workers}")
     if int(n_images) % int(global_batch):
-        raise ValueError(f"n_images ({n_images}) must be a multiple of global_batch ({global_batch}), "
-                         "so that both runs see the same batches")
+        raise ValueError(
+            f"n_images ({n_images}) must be a multiple of global_batch ({global_batch}), "
+            "so that both runs see the same batches"
+        )
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory(prefix="multiworker-") as tmp:
-        common = dict(n_images=int(n_images), global_batch=int(global_batch), epochs=int(epochs), seed=int(seed),
-                      width=int(width))
+        common = dict(
+            n_images=int(n_images), global_batch=int(global_batch), epochs=int(epochs), seed=int(seed), width=int(width)
+        )
         env = _child_env(KERAS_BACKEND="tensorflow")
 
         def launch(index: int, ports: list) -> subprocess.Popen:
             args = json.dumps(dict(common, index=index, ports=ports, out=str(Path(tmp) / f"w{index}.npz")))
-            return subprocess.Popen([sys.executable, "-m", "utils.scale", "multiworker", args], cwd=root, env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            return subprocess.Popen(
+                [sys.executable, "-m", "utils.scale", "multiworker", args],
+                cwd=root,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
 
         def collect(proc: subprocess.Popen, what: str) -> dict:
             try:
@@ -624,11 +723,18 @@ def multiworker_vs_single(*, n_workers: int = 2, n_images: int = 512, global_bat
         procs = [launch(i, ports) for i in range(int(n_workers))]
         workers = [collect(p, f"worker {i}") for i, p in enumerate(procs)]
         chief = workers[0]
-        return dict(n_workers=int(n_workers), **common, single=single, workers=workers,
-                    max_abs_loss_diff=max(abs(a - b) for a, b in zip(chief["loss"], single["loss"])),
-                    max_abs_weight_diff=_compare_weights(str(Path(tmp) / "w0.npz"), str(Path(tmp) / "w-1.npz")),
-                    workers_agree=max(_compare_weights(str(Path(tmp) / "w0.npz"), str(Path(tmp) / f"w{i}.npz"))
-                                      for i in range(1, int(n_workers))))
+        return dict(
+            n_workers=int(n_workers),
+            **common,
+            single=single,
+            workers=workers,
+            max_abs_loss_diff=max(abs(a - b) for a, b in zip(chief["loss"], single["loss"])),
+            max_abs_weight_diff=_compare_weights(str(Path(tmp) / "w0.npz"), str(Path(tmp) / "w-1.npz")),
+            workers_agree=max(
+                _compare_weights(str(Path(tmp) / "w0.npz"), str(Path(tmp) / f"w{i}.npz"))
+                for i in range(1, int(n_workers))
+            ),
+        )
 
 
 def _jax_worker(n_devices: int, n_images: int, global_batch: int, epochs: int, seed: int, width: int) -> dict:
@@ -639,19 +745,44 @@ def _jax_worker(n_devices: int, n_images: int, global_batch: int, epochs: int, s
     x, y = _small_training_set(n_images)
     devices = jax.devices()
     with tempfile.TemporaryDirectory() as tmp:
-        single = _fit_and_save(_small_cnn(x.shape[1:], seed, width), x, y, global_batch=global_batch,
-                               epochs=epochs, out=str(Path(tmp) / "single.npz"))
+        single = _fit_and_save(
+            _small_cnn(x.shape[1:], seed, width),
+            x,
+            y,
+            global_batch=global_batch,
+            epochs=epochs,
+            out=str(Path(tmp) / "single.npz"),
+        )
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-        parallel = _fit_and_save(_small_cnn(x.shape[1:], seed, width), x, y, global_batch=global_batch,
-                                 epochs=epochs, out=str(Path(tmp) / "parallel.npz"))
+        parallel = _fit_and_save(
+            _small_cnn(x.shape[1:], seed, width),
+            x,
+            y,
+            global_batch=global_batch,
+            epochs=epochs,
+            out=str(Path(tmp) / "parallel.npz"),
+        )
         keras.distribution.set_distribution(None)
         diff = _compare_weights(str(Path(tmp) / "single.npz"), str(Path(tmp) / "parallel.npz"))
-    return dict(devices=[str(d) for d in devices], single=single, parallel=parallel, max_abs_weight_diff=diff,
-                max_abs_loss_diff=max(abs(a - b) for a, b in zip(single["loss"], parallel["loss"])))
+    return dict(
+        devices=[str(d) for d in devices],
+        single=single,
+        parallel=parallel,
+        max_abs_weight_diff=diff,
+        max_abs_loss_diff=max(abs(a - b) for a, b in zip(single["loss"], parallel["loss"])),
+    )
 
 
-def jax_data_parallel_vs_single(*, n_devices: int = 2, n_images: int = 512, global_batch: int = 64,
-                                epochs: int = 3, seed: int = 0, width: int = 8, timeout: float = 900) -> dict:
+def jax_data_parallel_vs_single(
+    *,
+    n_devices: int = 2,
+    n_images: int = 512,
+    global_batch: int = 64,
+    epochs: int = 3,
+    seed: int = 0,
+    width: int = 8,
+    timeout: float = 900,
+) -> dict:
     """Train the same model on one device and under ``keras.distribution.DataParallel`` on JAX; compare.
 
     Runs in a subprocess on the JAX backend. ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
@@ -664,19 +795,38 @@ def jax_data_parallel_vs_single(*, n_devices: int = 2, n_images: int = 512, glob
     """
     if int(n_devices) < 2:
         raise ValueError(f"n_devices must be >= 2, got {n_devices}")
-    args = json.dumps(dict(n_devices=int(n_devices), n_images=int(n_images), global_batch=int(global_batch),
-                           epochs=int(epochs), seed=int(seed), width=int(width)))
-    env = _child_env(KERAS_BACKEND="jax", XLA_FLAGS=f"--xla_force_host_platform_device_count={int(n_devices)}",
-                     JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-m", "utils.scale", "jax", args], capture_output=True, text=True,
-                          timeout=timeout, cwd=Path(__file__).resolve().parent.parent, env=env)
+    args = json.dumps(
+        dict(
+            n_devices=int(n_devices),
+            n_images=int(n_images),
+            global_batch=int(global_batch),
+            epochs=int(epochs),
+            seed=int(seed),
+            width=int(width),
+        )
+    )
+    env = _child_env(
+        KERAS_BACKEND="jax", XLA_FLAGS=f"--xla_force_host_platform_device_count={int(n_devices)}", JAX_PLATFORMS="cpu"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "utils.scale", "jax", args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"the JAX data-parallel subprocess failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-_COMMANDS = {"stream": lambda kw: _stream_worker(**kw), "mirrored": lambda kw: _mirrored_worker(**kw),
-             "multiworker": lambda kw: _multiworker_worker(**kw), "jax": lambda kw: _jax_worker(**kw)}
+_COMMANDS = {
+    "stream": lambda kw: _stream_worker(**kw),
+    "mirrored": lambda kw: _mirrored_worker(**kw),
+    "multiworker": lambda kw: _multiworker_worker(**kw),
+    "jax": lambda kw: _jax_worker(**kw),
+}
 
 
 def _main(argv: list[str]) -> int:

@@ -64,18 +64,42 @@ from .metrics import bootstrap_ci
 NUCLEI_DATASET = "stardist-nuclei"
 
 __all__ = [
-    "Nuclei", "load_nuclei", "normalize_percentile", "phantom_set",
-    "tile_boxes", "region_split", "extract_tiles", "overlap_pixels", "split_by_image",
-    "conv_block", "attention_gate", "self_attention_block", "build_unet", "attention_maps",
-    "soft_dice_loss", "dice_bce_loss",
-    "dice", "iou", "HD_CONVENTIONS", "hausdorff", "hd95", "average_surface_distance", "segmentation_scores", "mean_ci",
-    "paired_difference_ci", "mean_inside_outside", "augment_d4", "train_segmenter", "predict_masks",
+    "Nuclei",
+    "load_nuclei",
+    "normalize_percentile",
+    "phantom_set",
+    "tile_boxes",
+    "region_split",
+    "extract_tiles",
+    "overlap_pixels",
+    "split_by_image",
+    "conv_block",
+    "attention_gate",
+    "self_attention_block",
+    "build_unet",
+    "attention_maps",
+    "soft_dice_loss",
+    "dice_bce_loss",
+    "dice",
+    "iou",
+    "HD_CONVENTIONS",
+    "hausdorff",
+    "hd95",
+    "average_surface_distance",
+    "segmentation_scores",
+    "mean_ci",
+    "paired_difference_ci",
+    "mean_inside_outside",
+    "augment_d4",
+    "train_segmenter",
+    "predict_masks",
 ]
 
 
 # ---------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------
+
 
 @dataclass
 class Nuclei:
@@ -118,8 +142,9 @@ def load_nuclei() -> Nuclei:
     mask_path = data.locate(NUCLEI_DATASET, "mask2d.tif")
     image, inst = _read_tiff(img_path), _read_tiff(mask_path)
     if image.shape != inst.shape or image.ndim != 2:
-        raise data.DataError(f"{img_path} and {mask_path} must be two 2-D arrays of one shape, "
-                             f"got {image.shape} and {inst.shape}")
+        raise data.DataError(
+            f"{img_path} and {mask_path} must be two 2-D arrays of one shape, got {image.shape} and {inst.shape}"
+        )
     inst = inst.astype(np.int32)
     return Nuclei(image=image, instances=inst, mask=(inst > 0).astype(np.uint8), paths=(img_path, mask_path))
 
@@ -151,6 +176,7 @@ def phantom_set(n: int, size: int = 64, seed: int = 0, **kwargs) -> tuple[np.nda
 # splits that cannot leak
 # ---------------------------------------------------------------------------
 
+
 def tile_boxes(shape, tile: int) -> np.ndarray:
     """Non-overlapping ``tile x tile`` boxes ``(r0, c0, r1, c1)`` (half-open) covering ``shape``.
 
@@ -159,8 +185,10 @@ def tile_boxes(shape, tile: int) -> np.ndarray:
     h, w = int(shape[0]), int(shape[1])
     if tile < 1 or tile > min(h, w):
         raise ValueError(f"tile must be in [1, {min(h, w)}] for an image of shape {(h, w)}, got {tile}")
-    return np.array([(r, c, r + tile, c + tile) for r in range(0, h - tile + 1, tile)
-                     for c in range(0, w - tile + 1, tile)], dtype=np.int64)
+    return np.array(
+        [(r, c, r + tile, c + tile) for r in range(0, h - tile + 1, tile) for c in range(0, w - tile + 1, tile)],
+        dtype=np.int64,
+    )
 
 
 def region_split(shape, tile: int, test_region) -> tuple[np.ndarray, np.ndarray]:
@@ -209,6 +237,7 @@ def split_by_image(n: int, n_test: int, seed: int = 0) -> tuple[np.ndarray, np.n
 # models (Keras 3: keras.layers and keras.ops only)
 # ---------------------------------------------------------------------------
 
+
 def conv_block(x, filters: int, name: str, batch_norm: bool = False):
     """Two 3x3 convolutions with ReLU (the U-Net's unit), optionally with batch normalisation.
 
@@ -221,8 +250,9 @@ def conv_block(x, filters: int, name: str, batch_norm: bool = False):
     from keras import layers
 
     for i in (1, 2):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_normal",
-                          name=f"{name}_conv{i}")(x)
+        x = layers.Conv2D(
+            filters, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_normal", name=f"{name}_conv{i}"
+        )(x)
         if batch_norm:
             x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
@@ -246,8 +276,9 @@ def attention_gate(x, g, inter_channels: int, name: str, *, open_bias: float = 0
     theta_x = layers.Conv2D(inter_channels, 2, strides=2, padding="same", use_bias=False, name=f"{name}_theta_x")(x)
     phi_g = layers.Conv2D(inter_channels, 1, name=f"{name}_phi_g")(g)
     q = layers.Activation("relu", name=f"{name}_relu")(layers.Add(name=f"{name}_add")([theta_x, phi_g]))
-    psi = layers.Conv2D(1, 1, activation="sigmoid", bias_initializer=initializers.Constant(float(open_bias)),
-                        name=f"{name}_psi")(q)
+    psi = layers.Conv2D(
+        1, 1, activation="sigmoid", bias_initializer=initializers.Constant(float(open_bias)), name=f"{name}_psi"
+    )(q)
     alpha = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_alpha")(psi)
     return layers.Multiply(name=f"{name}_gated")([x, alpha]), alpha
 
@@ -268,14 +299,23 @@ def self_attention_block(x, num_heads: int = 2, name: str = "bottleneck_mhsa"):
     tokens = layers.Reshape((h * w, c), name=f"{name}_tokens")(x)
     normed = layers.LayerNormalization(name=f"{name}_ln")(tokens)
     att = layers.MultiHeadAttention(num_heads=num_heads, key_dim=max(c // num_heads, 1), name=f"{name}_mha")(
-        normed, normed)
+        normed, normed
+    )
     y = layers.Add(name=f"{name}_residual")([tokens, att])
     return layers.Reshape((h, w, c), name=f"{name}_map")(y)
 
 
-def build_unet(input_shape=(None, None, 1), base_filters: int = 16, depth: int = 3, *,
-               attention_gates: bool = False, self_attention: bool = False, batch_norm: bool = False,
-               gate_open_bias: float = 0.0, name: str | None = None):
+def build_unet(
+    input_shape=(None, None, 1),
+    base_filters: int = 16,
+    depth: int = 3,
+    *,
+    attention_gates: bool = False,
+    self_attention: bool = False,
+    batch_norm: bool = False,
+    gate_open_bias: float = 0.0,
+    name: str | None = None,
+):
     """A 2-D U-Net (Ronneberger et al. 2015) with optional attention gates and bottleneck self-attention.
 
     ``depth`` poolings (so height and width must be multiples of ``2**depth``);
@@ -295,14 +335,14 @@ def build_unet(input_shape=(None, None, 1), base_filters: int = 16, depth: int =
     inputs = keras.Input(shape=input_shape, name="image")
     x, skips = inputs, []
     for level in range(depth):
-        x = conv_block(x, base_filters * 2 ** level, f"enc{level}", batch_norm)
+        x = conv_block(x, base_filters * 2**level, f"enc{level}", batch_norm)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
-    x = conv_block(x, base_filters * 2 ** depth, "bottleneck", batch_norm)
+    x = conv_block(x, base_filters * 2**depth, "bottleneck", batch_norm)
     if self_attention:
         x = self_attention_block(x)
     for level in reversed(range(depth)):
-        filters = base_filters * 2 ** level
+        filters = base_filters * 2**level
         skip = skips[level]
         if attention_gates:
             skip, _ = attention_gate(skip, x, max(filters // 2, 1), name=f"att{level}", open_bias=gate_open_bias)
@@ -334,6 +374,7 @@ def attention_maps(model, images, batch_size: int = 8) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------
 # losses (keras.ops only, so they run on every backend)
 # ---------------------------------------------------------------------------
+
 
 def soft_dice_loss(y_true, y_pred, smooth: float = 1.0, *, squared: bool = False):
     """Soft Dice loss, averaged over the images of the batch.
@@ -379,6 +420,7 @@ def dice_bce_loss(y_true, y_pred, smooth: float = 1.0, bce_weight: float = 1.0):
 # ---------------------------------------------------------------------------
 # metrics on binary NumPy masks
 # ---------------------------------------------------------------------------
+
 
 def _pair(a, b) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(a).astype(bool), np.asarray(b).astype(bool)
@@ -492,8 +534,12 @@ def segmentation_scores(truth, pred, spacing=None, metrics=("dice", "iou", "hd95
         raise ValueError(f"truth and pred must have one shape, got {t.shape} and {p.shape}")
     if t.ndim == 4:
         t, p = t[..., 0], p[..., 0]
-    funcs = {"dice": dice, "iou": iou, "hd95": lambda a, b: hd95(a, b, spacing),
-             "assd": lambda a, b: average_surface_distance(a, b, spacing)}
+    funcs = {
+        "dice": dice,
+        "iou": iou,
+        "hd95": lambda a, b: hd95(a, b, spacing),
+        "assd": lambda a, b: average_surface_distance(a, b, spacing),
+    }
     unknown = set(metrics) - set(funcs)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {sorted(funcs)}")
@@ -518,8 +564,9 @@ def mean_inside_outside(values, mask) -> tuple[float, float]:
 def mean_ci(values, *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
     """Mean of per-case values and its percentile bootstrap ``(1 - alpha)`` CI, resampling cases."""
     v = np.asarray(values, float).reshape(-1)
-    return bootstrap_ci(lambda _y, s: float(np.mean(s)), np.zeros(len(v)), v, n_boot=n_boot, alpha=alpha,
-                        seed=seed, stratified=False)
+    return bootstrap_ci(
+        lambda _y, s: float(np.mean(s)), np.zeros(len(v)), v, n_boot=n_boot, alpha=alpha, seed=seed, stratified=False
+    )
 
 
 def paired_difference_ci(values_a, values_b, **kwargs) -> tuple[float, float, float]:
@@ -530,8 +577,9 @@ def paired_difference_ci(values_a, values_b, **kwargs) -> tuple[float, float, fl
     return mean_ci(a - b, **kwargs)
 
 
-def compare_over_seeds(scores_by_seed, model_a: str, model_b: str, *, n_boot: int = 2000,
-                       alpha: float = 0.05, seed: int = 0) -> dict:
+def compare_over_seeds(
+    scores_by_seed, model_a: str, model_b: str, *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> dict:
     """Summarise a paired comparison of two models repeated over several training seeds on one test set.
 
     ``scores_by_seed[s][name]`` holds the per-case scores (e.g. Dice) of model
@@ -564,16 +612,21 @@ def compare_over_seeds(scores_by_seed, model_a: str, model_b: str, *, n_boot: in
             v = np.asarray(scores_by_seed[s][name], float).reshape(-1)
             n_cases = len(rows[model_a][0]) if rows[model_a] else len(v)
             if len(v) != n_cases:
-                raise ValueError(f"seed {s}, model {name!r}: {len(v)} cases, expected {n_cases} "
-                                 "(every seed and model must be scored on the same test cases)")
+                raise ValueError(
+                    f"seed {s}, model {name!r}: {len(v)} cases, expected {n_cases} "
+                    "(every seed and model must be scored on the same test cases)"
+                )
             kept.append(v)
-    a, b = np.stack(rows[model_a]), np.stack(rows[model_b])          # (n_seeds, n_cases)
+    a, b = np.stack(rows[model_a]), np.stack(rows[model_b])  # (n_seeds, n_cases)
     per_seed_diff = (a - b).mean(axis=1)
     return {
         "seeds": seeds,
-        "per_seed": [(s, float(ma), float(mb), float(d))
-                     for s, ma, mb, d in zip(seeds, a.mean(axis=1), b.mean(axis=1), per_seed_diff)],
-        "mean_a": float(a.mean()), "mean_b": float(b.mean()),
+        "per_seed": [
+            (s, float(ma), float(mb), float(d))
+            for s, ma, mb, d in zip(seeds, a.mean(axis=1), b.mean(axis=1), per_seed_diff)
+        ],
+        "mean_a": float(a.mean()),
+        "mean_b": float(b.mean()),
         "diff": paired_difference_ci(a.mean(axis=0), b.mean(axis=0), n_boot=n_boot, alpha=alpha, seed=seed),
         "diff_sd": float(per_seed_diff.std(ddof=1)) if len(seeds) > 1 else float("nan"),
         "a_at_least_b": int((per_seed_diff >= 0).sum()),
@@ -583,6 +636,7 @@ def compare_over_seeds(scores_by_seed, model_a: str, model_b: str, *, n_boot: in
 # ---------------------------------------------------------------------------
 # training helpers
 # ---------------------------------------------------------------------------
+
 
 def augment_d4(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The 8 flips/rotations by 90° of every image and mask (``(N, H, W, C)`` -> ``(8N, H, W, C)``, square tiles)."""
@@ -597,9 +651,20 @@ def augment_d4(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(np.concatenate(xs)), np.ascontiguousarray(np.concatenate(ys))
 
 
-def train_segmenter(model, x, y, *, epochs: int, batch_size: int = 16, learning_rate: float = 2e-3,
-                    loss=None, seed: int = 0, verbose: int | None = None, validation=None,
-                    threshold: float = 0.5) -> dict:
+def train_segmenter(
+    model,
+    x,
+    y,
+    *,
+    epochs: int,
+    batch_size: int = 16,
+    learning_rate: float = 2e-3,
+    loss=None,
+    seed: int = 0,
+    verbose: int | None = None,
+    validation=None,
+    threshold: float = 0.5,
+) -> dict:
     """Compile ``model`` with Adam and ``loss`` (default :func:`dice_bce_loss`), fit it, time it.
 
     ``seed`` seeds the shuffling and dropout of training; the initial weights were drawn when the model
@@ -643,13 +708,23 @@ def train_segmenter(model, x, y, *, epochs: int, batch_size: int = 16, learning_
         tracker = _BestOnValidation()
         callbacks.append(tracker)
     t0 = time.perf_counter()
-    hist = model.fit(np.asarray(x, np.float32), np.asarray(y, np.float32), epochs=epochs,
-                     batch_size=batch_size, shuffle=True, callbacks=callbacks,
-                     verbose=course.fit_verbose() if verbose is None else verbose)
+    hist = model.fit(
+        np.asarray(x, np.float32),
+        np.asarray(y, np.float32),
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=course.fit_verbose() if verbose is None else verbose,
+    )
     seconds = time.perf_counter() - t0
     seen = int(epochs * len(x))
-    out = {"history": hist.history, "seconds": seconds, "n_images_seen": seen,
-           "images_per_second": seen / seconds if seconds > 0 else float("nan")}
+    out = {
+        "history": hist.history,
+        "seconds": seconds,
+        "n_images_seen": seen,
+        "images_per_second": seen / seconds if seconds > 0 else float("nan"),
+    }
     if tracker is not None:
         out.update(val_dice=tracker.scores, best_epoch=tracker.best_epoch, best_val_dice=tracker.best)
     return out

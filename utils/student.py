@@ -133,8 +133,11 @@ def strip_solution_source(source: str, where: str = "cell") -> str:
     if last_top_level is not None:
         rest = "\n".join(out[last_top_level:])
         # keep placeholders only for the names the check uses (the others would hint at the solution's steps)
-        placeholders = [(i, line.split(" = ", 1)[0]) for i, line in enumerate(out[:last_top_level])
-                        if line.endswith(f" = {TOP_LEVEL_PLACEHOLDER}  # replace with your answer")]
+        placeholders = [
+            (i, line.split(" = ", 1)[0])
+            for i, line in enumerate(out[:last_top_level])
+            if line.endswith(f" = {TOP_LEVEL_PLACEHOLDER}  # replace with your answer")
+        ]
         used = {i for i, name in placeholders if re.search(rf"\b{re.escape(name)}\b", rest)}
         if used:
             drop = {i for i, _ in placeholders} - used
@@ -144,9 +147,14 @@ def strip_solution_source(source: str, where: str = "cell") -> str:
         if rest.strip():
             ids = exercises.labels_in(rest) or ["?"]
             label = ", ".join(repr(i) for i in ids)
-            out = out[:last_top_level] + [f"with exercises.attempt({label}):  # reports 'not attempted' until "
-                                          f"you replace the placeholders above"] + \
-                [textwrap.indent(rest, "    ", lambda ln: True)]
+            out = (
+                out[:last_top_level]
+                + [
+                    f"with exercises.attempt({label}):  # reports 'not attempted' until "
+                    f"you replace the placeholders above"
+                ]
+                + [textwrap.indent(rest, "    ", lambda ln: True)]
+            )
     return "\n".join(out)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -13,6 +13,7 @@ def markdown_table(header: Sequence, rows: Sequence[Sequence], floatfmt: str | N
     Floats are formatted with ``floatfmt`` (``None``: ``str(value)``, for rows the
     caller has already formatted); every other value with ``str``.
     """
+
     def fmt(v):
         if floatfmt is not None and isinstance(v, (float, np.floating)):
             return format(v, floatfmt)

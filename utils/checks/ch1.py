@@ -9,7 +9,8 @@ tests every check with wrong answers, which must fail, and alternative right ans
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,8 +21,9 @@ def _placeholder(value: Any) -> bool:
     return value is None or value is Ellipsis or value is exercises.NOT_ATTEMPTED
 
 
-def _run(exercise: str, fn: Callable, cases: Iterable[tuple[Sequence, Any]],
-         compare: Callable[[Any, Any], bool], hint: str) -> exercises.CheckResult:
+def _run(
+    exercise: str, fn: Callable, cases: Iterable[tuple[Sequence, Any]], compare: Callable[[Any, Any], bool], hint: str
+) -> exercises.CheckResult:
     """Call ``fn(*args)`` on every case and report whether ``compare(result, expected)`` holds for all.
 
     A placeholder (``NotAttempted`` raised, or a placeholder returned) is reported as not attempted; any
@@ -53,6 +55,7 @@ def _allclose(result: Any, expected: Any, *, rtol: float = 1e-9, atol: float = 0
 # ---------------------------------------------------------------------------
 # 1.1 stored values to Hounsfield units (section "From stored values to Hounsfield units")
 # ---------------------------------------------------------------------------
+
 
 def _modality_lut(stored, slope, intercept) -> np.ndarray:
     """pydicom's modality LUT with this slope and intercept (float64)."""
@@ -103,12 +106,13 @@ def ex_1_1(stored_to_hu: Callable, ds_head=None) -> exercises.CheckResult:
     ``uint8`` arrays) make an answer that keeps an integer dtype or overflows fail.  The result must be
     a NumPy array of dtype float64 and of the input's shape.
     """
-    hint = ("convert the stored values to float64 first (the check also gives integer slopes and "
-            "intercepts, where integer arithmetic overflows or stays integer), then apply m·SV + b")
+    hint = (
+        "convert the stored values to float64 first (the check also gives integer slopes and "
+        "intercepts, where integer arithmetic overflows or stays integer), then apply m·SV + b"
+    )
 
     def compare(result, expected):
-        return (isinstance(result, np.ndarray) and result.dtype == np.float64
-                and _allclose(result, expected, rtol=1e-12))
+        return isinstance(result, np.ndarray) and result.dtype == np.float64 and _allclose(result, expected, rtol=1e-12)
 
     return _run("1.1", stored_to_hu, cases_1_1(ds_head), compare, hint)
 
@@ -116,6 +120,7 @@ def ex_1_1(stored_to_hu: Callable, ds_head=None) -> exercises.CheckResult:
 # ---------------------------------------------------------------------------
 # 1.2 a window function (section "CT windowing")
 # ---------------------------------------------------------------------------
+
 
 def _dicom_linear_exact(values, center: float, width: float) -> np.ndarray:
     """DICOM's LINEAR_EXACT VOI window (PS3.3 C.11.2.1.3.2) by pydicom, rescaled to [0, 1]."""
@@ -158,6 +163,7 @@ def ex_1_2(my_window: Callable, hu=None) -> exercises.CheckResult:
 # 1.3 field of view (section "DICOM: pixels plus a header")
 # ---------------------------------------------------------------------------
 
+
 def _anisotropic_dataset():
     import pydicom
 
@@ -189,9 +195,16 @@ def ex_1_3(fov_mm: Callable, datasets: Iterable = ()) -> exercises.CheckResult:
 # 1.4 storage of a study (section "How big is big data here?")
 # ---------------------------------------------------------------------------
 
+
 def _object_bytes(ds) -> int:
-    return (int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8 * int(ds.get("SamplesPerPixel", 1) or 1)
-            * int(ds.get("NumberOfFrames", 1) or 1))
+    return (
+        int(ds.Rows)
+        * int(ds.Columns)
+        * int(ds.BitsAllocated)
+        // 8
+        * int(ds.get("SamplesPerPixel", 1) or 1)
+        * int(ds.get("NumberOfFrames", 1) or 1)
+    )
 
 
 def cases_1_4(studies: Iterable[tuple[Any, int]]) -> list[tuple[tuple, float]]:
@@ -213,6 +226,7 @@ def ex_1_4(study_gib: Callable, studies: Iterable[tuple[Any, int]]) -> exercises
 # ---------------------------------------------------------------------------
 # 1.5 identifying attributes (section "Patient data in the header")
 # ---------------------------------------------------------------------------
+
 
 def _present(ds, keywords: Sequence[str]) -> list[str]:
     """The keywords whose attribute is at the top level of ``ds`` with a non-empty value, in order."""
@@ -259,14 +273,16 @@ def ex_1_5(present_identifiers: Callable, datasets: Iterable, keywords: Sequence
 # 1.6 ordering the slices of a series (section "Ordering the slices of a series")
 # ---------------------------------------------------------------------------
 
+
 def _distance_along_normal(positions, orientation) -> np.ndarray:
     iop = np.asarray(orientation, dtype=np.float64).reshape(2, 3)
     normal = np.cross(iop[0], iop[1])
     return np.asarray(positions, dtype=np.float64).reshape(-1, 3) @ normal
 
 
-def synthetic_series(orientation, first_position, spacing_mm: float, n_slices: int, *, in_plane_shift_mm: float = 0.0,
-                     seed: int = 0) -> np.ndarray:
+def synthetic_series(
+    orientation, first_position, spacing_mm: float, n_slices: int, *, in_plane_shift_mm: float = 0.0, seed: int = 0
+) -> np.ndarray:
     """Image Position (Patient) of ``n_slices`` parallel slices ``spacing_mm`` apart along ``r × c``, shuffled.
 
     Each slice is also moved within its own plane by up to ``in_plane_shift_mm`` (a field of view
@@ -278,8 +294,12 @@ def synthetic_series(orientation, first_position, spacing_mm: float, n_slices: i
     normal = np.cross(iop[0], iop[1])
     k = np.arange(n_slices, dtype=np.float64)
     shift = rng.uniform(-in_plane_shift_mm, in_plane_shift_mm, (n_slices, 2))
-    positions = (np.asarray(first_position, dtype=np.float64) + k[:, None] * spacing_mm * normal
-                 + shift[:, :1] * iop[0] + shift[:, 1:] * iop[1])
+    positions = (
+        np.asarray(first_position, dtype=np.float64)
+        + k[:, None] * spacing_mm * normal
+        + shift[:, :1] * iop[0]
+        + shift[:, 1:] * iop[1]
+    )
     return positions[rng.permutation(n_slices)]
 
 
@@ -295,15 +315,21 @@ def cases_1_6(series: Iterable[tuple[Any, Any]] = ()) -> list[tuple[tuple, tuple
     made = [
         (synthetic_series(oblique, [-180.0, -97.1, 112.8], 6.6, 9, in_plane_shift_mm=20.0, seed=1), oblique),
         (synthetic_series([-1, 0, 0, 0, 1, 0], [99.5, -301.5, -159.0], 10.0, 6, seed=2), [-1, 0, 0, 0, 1, 0]),
-        (synthetic_series([1, 0, 0, 0, 1, 0], [-122.5, -112.4, 47.0], 2.5, 12, in_plane_shift_mm=5.0, seed=3),
-         [1, 0, 0, 0, 1, 0]),
+        (
+            synthetic_series([1, 0, 0, 0, 1, 0], [-122.5, -112.4, 47.0], 2.5, 12, in_plane_shift_mm=5.0, seed=3),
+            [1, 0, 0, 0, 1, 0],
+        ),
     ]
     out = []
     for positions, orientation in list(series) + made:
         d = _distance_along_normal(positions, orientation)
         order = np.argsort(d, kind="stable")
-        out.append(((np.asarray(positions, dtype=np.float64), np.asarray(orientation, dtype=np.float64)),
-                    (order, np.diff(d[order]))))
+        out.append(
+            (
+                (np.asarray(positions, dtype=np.float64), np.asarray(orientation, dtype=np.float64)),
+                (order, np.diff(d[order])),
+            )
+        )
     return out
 
 
@@ -317,8 +343,10 @@ def ex_1_6(order_slices: Callable, series: Iterable[tuple[Any, Any]] = ()) -> ex
     ones) and on three synthetic series; sorting by *z*, by the distance between positions, or along
     ``c × r`` fails.
     """
-    hint = ("project each Image Position (Patient) on the normal n = r × c (np.cross of the two direction "
-            "cosines), sort by that distance, and take differences of the sorted distances")
+    hint = (
+        "project each Image Position (Patient) on the normal n = r × c (np.cross of the two direction "
+        "cosines), sort by that distance, and take differences of the sorted distances"
+    )
 
     def compare(result, expected):
         if not isinstance(result, (tuple, list)) or len(result) != 2:
@@ -332,5 +360,18 @@ def ex_1_6(order_slices: Callable, series: Iterable[tuple[Any, Any]] = ()) -> ex
     return _run("1.6", order_slices, cases_1_6(series), compare, hint)
 
 
-__all__ = ["ex_1_1", "ex_1_2", "ex_1_3", "ex_1_4", "ex_1_5", "ex_1_6", "cases_1_1", "cases_1_2", "cases_1_3",
-           "cases_1_4", "cases_1_5", "cases_1_6", "synthetic_series"]
+__all__ = [
+    "ex_1_1",
+    "ex_1_2",
+    "ex_1_3",
+    "ex_1_4",
+    "ex_1_5",
+    "ex_1_6",
+    "cases_1_1",
+    "cases_1_2",
+    "cases_1_3",
+    "cases_1_4",
+    "cases_1_5",
+    "cases_1_6",
+    "synthetic_series",
+]

@@ -8,7 +8,8 @@ alternative right answers every check is tested with.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,7 @@ def _placeholder(*values: Any) -> bool:
 # ---------------------------------------------------------------------------
 # 2.1 output shapes and parameters by hand (section 2)
 # ---------------------------------------------------------------------------
+
 
 def expected_2_1() -> list[int]:
     """[parameters of the source CNN, Flatten length with 'valid' convolutions], both read off Keras models."""
@@ -58,16 +60,17 @@ def ex_2_1(answer: Any) -> exercises.CheckResult:
         values = np.asarray(answer, dtype=float).reshape(-1)
     except (TypeError, ValueError):
         return exercises.check_true("2.1", False, hint="`answer` must be a list of two integers. " + hint)
-    return exercises.check_value("2.1", values, np.asarray(expected_2_1(), dtype=float), rtol=0.0, atol=0.0,
-                                 hint=hint)
+    return exercises.check_value("2.1", values, np.asarray(expected_2_1(), dtype=float), rtol=0.0, atol=0.0, hint=hint)
 
 
 # ---------------------------------------------------------------------------
 # 2.2 AUC as a probability (section 4.3)
 # ---------------------------------------------------------------------------
 
-def ex_2_2(auc_rank: Callable, y_test: np.ndarray | None = None, p_test: np.ndarray | None = None
-           ) -> exercises.CheckResult:
+
+def ex_2_2(
+    auc_rank: Callable, y_test: np.ndarray | None = None, p_test: np.ndarray | None = None
+) -> exercises.CheckResult:
     """Exercise 2.2 (section 4.3): ``auc_rank(y_true, score)`` equals ``sklearn.metrics.roc_auc_score``.
 
     Tested on random scores rounded so that there are ties, on an all-tied case, and on the
@@ -86,16 +89,25 @@ def ex_2_2(auc_rank: Callable, y_test: np.ndarray | None = None, p_test: np.ndar
     cases.append(((y, np.full(5, 0.3)), 0.5))  # every pair tied
     if y_test is not None and p_test is not None:
         cases.append(((np.asarray(y_test), np.asarray(p_test)), roc_auc_score(y_test, p_test)))
-    return exercises.check_function("2.2", auc_rank, cases, rtol=1e-9,
-                                    hint="compare every positive with every negative; a tie counts one half")
+    return exercises.check_function(
+        "2.2", auc_rank, cases, rtol=1e-9, hint="compare every positive with every negative; a tie counts one half"
+    )
 
 
 # ---------------------------------------------------------------------------
 # 2.3 a threshold for a target sensitivity (section 4.4)
 # ---------------------------------------------------------------------------
 
-def ex_2_3(t95: Any, sens95: Any, spec95: Any, val: tuple[np.ndarray, np.ndarray],
-           test: tuple[np.ndarray, np.ndarray], *, target: float = 0.95) -> exercises.CheckResult:
+
+def ex_2_3(
+    t95: Any,
+    sens95: Any,
+    spec95: Any,
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    *,
+    target: float = 0.95,
+) -> exercises.CheckResult:
     """Exercise 2.3 (section 4.4): a threshold with validation sensitivity ≥ ``target`` and the best specificity.
 
     ``val`` and ``test`` are ``(labels with disease = 1, disease probability)``; a case is positive
@@ -107,8 +119,10 @@ def ex_2_3(t95: Any, sens95: Any, spec95: Any, val: tuple[np.ndarray, np.ndarray
     """
     from .. import metrics
 
-    hint = (f"keep at least {target:.0%} of the validation positives strictly above the threshold, with no "
-            "validation specificity lost that a higher such threshold would keep; then evaluate it on the test split")
+    hint = (
+        f"keep at least {target:.0%} of the validation positives strictly above the threshold, with no "
+        "validation specificity lost that a higher such threshold would keep; then evaluate it on the test split"
+    )
     if _placeholder(t95, sens95, spec95):
         return _not_attempted("2.3", hint)
     try:
@@ -120,8 +134,13 @@ def ex_2_3(t95: Any, sens95: Any, spec95: Any, val: tuple[np.ndarray, np.ndarray
     at_t = metrics.binary_report(yv, pv, t)
     best = metrics.binary_report(yv, pv, metrics.threshold_for_sensitivity(yv, pv, target))
     on_test = metrics.binary_report(*test, t)
-    ok = (np.isfinite(t) and at_t.sensitivity >= target and at_t.tn == best.tn  # the best validation specificity
-          and np.isclose(sens, on_test.sensitivity) and np.isclose(spec, on_test.specificity))
+    ok = (
+        np.isfinite(t)
+        and at_t.sensitivity >= target
+        and at_t.tn == best.tn  # the best validation specificity
+        and np.isclose(sens, on_test.sensitivity)
+        and np.isclose(spec, on_test.specificity)
+    )
     return exercises.check_true("2.3", bool(ok), hint=hint)
 
 
@@ -129,8 +148,10 @@ def ex_2_3(t95: Any, sens95: Any, spec95: Any, val: tuple[np.ndarray, np.ndarray
 # 2.4 a shortcut that Grad-CAM hides (section 4.5)
 # ---------------------------------------------------------------------------
 
-def shortcut_evidence(model, stamp: Callable, x_test: np.ndarray, y_test: np.ndarray, *, n_boot: int = 200,
-                      seed: int = 0) -> dict[str, Any]:
+
+def shortcut_evidence(
+    model, stamp: Callable, x_test: np.ndarray, y_test: np.ndarray, *, n_boot: int = 200, seed: int = 0
+) -> dict[str, Any]:
     """Recompute exercise 2.4's four numbers, and the paired intervals its check judges, from the model.
 
     ``stamp(images, labels)`` is the student's marker function; it is called on a copy of the
@@ -150,9 +171,13 @@ def shortcut_evidence(model, stamp: Callable, x_test: np.ndarray, y_test: np.nda
     changed = (x_marked != x).reshape(len(x), -1).any(axis=1)
     in_marker = np.zeros(x.shape[1:3], bool)
     in_marker[MARKER] = True
-    marker_ok = bool(x_marked.shape == x.shape and not changed[~sick].any() and changed[sick].all()
-                     and np.allclose(x_marked[sick][:, in_marker], 1.0)
-                     and np.array_equal(x_marked[:, ~in_marker], x[:, ~in_marker]))
+    marker_ok = bool(
+        x_marked.shape == x.shape
+        and not changed[~sick].any()
+        and changed[sick].all()
+        and np.allclose(x_marked[sick][:, in_marker], 1.0)
+        and np.array_equal(x_marked[:, ~in_marker], x[:, ~in_marker])
+    )
     p_marked = classify.predict_proba(model, x_marked)[:, 1]
     p_clean = classify.predict_proba(model, x)[:, 1]
     from scipy.stats import rankdata
@@ -164,18 +189,47 @@ def shortcut_evidence(model, stamp: Callable, x_test: np.ndarray, y_test: np.nda
 
     mass_marked = classify.mass_inside(classify.grad_cam(model, x_marked[sick], class_index=1), corner)
     mass_clean = classify.mass_inside(classify.grad_cam(model, x[sick], class_index=1), corner)
-    d_auc = metrics.bootstrap_ci(lambda a, s: auc(a, s[:, 1]) - auc(a, s[:, 0]), y,
-                                 np.stack([p_clean, p_marked], axis=1), n_boot=n_boot, seed=seed)
+    d_auc = metrics.bootstrap_ci(
+        lambda a, s: auc(a, s[:, 1]) - auc(a, s[:, 0]),
+        y,
+        np.stack([p_clean, p_marked], axis=1),
+        n_boot=n_boot,
+        seed=seed,
+    )
     both = np.stack([np.nan_to_num(mass_clean), np.nan_to_num(mass_marked)], axis=1)  # a zero map has no mass inside
-    d_mass = metrics.bootstrap_ci(lambda a, s: float(s[:, 1].mean() - s[:, 0].mean()), np.zeros(len(both)), both,
-                                  n_boot=n_boot, seed=seed, stratified=False)
-    return dict(auc_marked=auc(y, p_marked), auc_clean=auc(y, p_clean),
-                mass_marked=float(np.nanmean(mass_marked)), mass_clean=float(np.nanmean(mass_clean)),
-                corner_share=float(corner.mean()), marker_ok=marker_ok, auc_diff=d_auc, mass_diff=d_mass)
+    d_mass = metrics.bootstrap_ci(
+        lambda a, s: float(s[:, 1].mean() - s[:, 0].mean()),
+        np.zeros(len(both)),
+        both,
+        n_boot=n_boot,
+        seed=seed,
+        stratified=False,
+    )
+    return dict(
+        auc_marked=auc(y, p_marked),
+        auc_clean=auc(y, p_clean),
+        mass_marked=float(np.nanmean(mass_marked)),
+        mass_clean=float(np.nanmean(mass_clean)),
+        corner_share=float(corner.mean()),
+        marker_ok=marker_ok,
+        auc_diff=d_auc,
+        mass_diff=d_mass,
+    )
 
 
-def ex_2_4(model, stamp: Callable, x_test: np.ndarray, y_test: np.ndarray, *, auc_marked: Any, auc_clean: Any,
-           mass_marked: Any, mass_clean: Any, n_boot: int = 200, seed: int = 0) -> exercises.CheckResult:
+def ex_2_4(
+    model,
+    stamp: Callable,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    auc_marked: Any,
+    auc_clean: Any,
+    mass_marked: Any,
+    mass_clean: Any,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> exercises.CheckResult:
     """Exercise 2.4 (section 4.5): the network trained on stamped images uses the marker, and Grad-CAM shows it.
 
     Everything is recomputed from the student's ``model`` and ``stamp`` on the test images
@@ -195,8 +249,10 @@ def ex_2_4(model, stamp: Callable, x_test: np.ndarray, y_test: np.ndarray, *, au
     """
     from .. import stats
 
-    hint = ("stamp only the pneumonia images (rows and columns 1–4 set to 1.0), train on the stamped set, and "
-            "report the AUCs and the corner's Grad-CAM mass of that model on stamped and clean test images")
+    hint = (
+        "stamp only the pneumonia images (rows and columns 1–4 set to 1.0), train on the stamped set, and "
+        "report the AUCs and the corner's Grad-CAM mass of that model on stamped and clean test images"
+    )
     if _placeholder(model, stamp, auc_marked, auc_clean, mass_marked, mass_clean):
         return _not_attempted("2.4", hint)
     try:
@@ -205,16 +261,28 @@ def ex_2_4(model, stamp: Callable, x_test: np.ndarray, y_test: np.ndarray, *, au
     except exercises.NotAttempted:
         return _not_attempted("2.4", hint)
     except Exception as exc:  # the student's objects raised: say what, not the answer
-        return exercises.check_true("2.4", False, hint=f"recomputing from your model raised {type(exc).__name__}: "
-                                                       f"{exc}. {hint}")
+        return exercises.check_true(
+            "2.4", False, hint=f"recomputing from your model raised {type(exc).__name__}: {exc}. {hint}"
+        )
     if not ev["marker_ok"]:
-        return exercises.check_true("2.4", False, hint="`stamp` must set rows and columns 1–4 to 1.0 in the pneumonia "
-                                                       "images only, and leave the normal images unchanged")
+        return exercises.check_true(
+            "2.4",
+            False,
+            hint="`stamp` must set rows and columns 1–4 to 1.0 in the pneumonia "
+            "images only, and leave the normal images unchanged",
+        )
     recomputed = np.array([ev["auc_marked"], ev["auc_clean"], ev["mass_marked"], ev["mass_clean"]])
-    if not np.all(np.isclose(reported, recomputed, rtol=0.0, atol=np.array([0.005, 0.005, 0.01, 0.01]),
-                             equal_nan=True)):
-        return exercises.check_true("2.4", False, hint="the numbers you report are not those of your model on the "
-                                                       "stamped and clean test images. " + hint)
-    ok = (stats.verdict(*ev["auc_diff"]) == stats.ABOVE and stats.verdict(*ev["mass_diff"]) == stats.ABOVE
-          and ev["mass_marked"] > ev["corner_share"])
+    if not np.all(
+        np.isclose(reported, recomputed, rtol=0.0, atol=np.array([0.005, 0.005, 0.01, 0.01]), equal_nan=True)
+    ):
+        return exercises.check_true(
+            "2.4",
+            False,
+            hint="the numbers you report are not those of your model on the stamped and clean test images. " + hint,
+        )
+    ok = (
+        stats.verdict(*ev["auc_diff"]) == stats.ABOVE
+        and stats.verdict(*ev["mass_diff"]) == stats.ABOVE
+        and ev["mass_marked"] > ev["corner_share"]
+    )
     return exercises.check_true("2.4", bool(ok), hint="this model does not use the marker detectably: " + hint)

@@ -31,15 +31,21 @@ def ex_3_1(my_dice) -> exercises.CheckResult:
     from sklearn.metrics import f1_score
 
     rng = np.random.default_rng(31)
-    masks = [(rng.random((64, 64)) > 0.7, _disc((64, 64), 30, 30, 9)),
-             (rng.random((5, 7, 3)) > 0.5, rng.random((5, 7, 3)) > 0.4),
-             (_disc((40, 40), 20, 20, 8).astype(np.uint8), _disc((40, 40), 22, 21, 8).astype(np.uint8)),
-             (rng.random(50) > 0.9, rng.random(50) > 0.8)]
+    masks = [
+        (rng.random((64, 64)) > 0.7, _disc((64, 64), 30, 30, 9)),
+        (rng.random((5, 7, 3)) > 0.5, rng.random((5, 7, 3)) > 0.4),
+        (_disc((40, 40), 20, 20, 8).astype(np.uint8), _disc((40, 40), 22, 21, 8).astype(np.uint8)),
+        (rng.random(50) > 0.9, rng.random(50) > 0.8),
+    ]
     cases = [((a, b), float(f1_score(np.ravel(a).astype(bool), np.ravel(b).astype(bool)))) for a, b in masks]
-    cases += [((np.zeros((4, 4)), np.zeros((4, 4))), 1.0), ((np.ones((3, 3)), np.zeros((3, 3))), 0.0),
-              ((np.zeros((2, 5), bool), np.eye(2, 5, dtype=bool)), 0.0)]
-    return exercises.check_function("3.1", my_dice, cases, rtol=1e-9,
-                                    hint="Dice = 2|A∩B| / (|A| + |B|); treat two empty masks separately")
+    cases += [
+        ((np.zeros((4, 4)), np.zeros((4, 4))), 1.0),
+        ((np.ones((3, 3)), np.zeros((3, 3))), 0.0),
+        ((np.zeros((2, 5), bool), np.eye(2, 5, dtype=bool)), 0.0),
+    ]
+    return exercises.check_function(
+        "3.1", my_dice, cases, rtol=1e-9, hint="Dice = 2|A∩B| / (|A| + |B|); treat two empty masks separately"
+    )
 
 
 def ex_3_2(dice_a, dice_b) -> exercises.CheckResult:
@@ -56,10 +62,19 @@ def ex_3_2(dice_a, dice_b) -> exercises.CheckResult:
     except (TypeError, ValueError):
         return exercises.check_true("3.2", False, hint="dice_a and dice_b must be lists of numbers. " + hint)
     if a.ndim != 1 or a.shape != b.shape or len(a) == 0:
-        return exercises.check_true("3.2", False, hint="dice_a and dice_b must be two lists of one non-zero length "
-                                                       "(the same test cases). " + hint)
-    if not (np.isfinite(a).all() and np.isfinite(b).all() and a.min() >= 0 and b.min() >= 0
-            and a.max() <= 1 and b.max() <= 1):
+        return exercises.check_true(
+            "3.2",
+            False,
+            hint="dice_a and dice_b must be two lists of one non-zero length (the same test cases). " + hint,
+        )
+    if not (
+        np.isfinite(a).all()
+        and np.isfinite(b).all()
+        and a.min() >= 0
+        and b.min() >= 0
+        and a.max() <= 1
+        and b.max() <= 1
+    ):
         return exercises.check_true("3.2", False, hint="Dice values lie in [0, 1]. " + hint)
     iou_a, iou_b = a / (2 - a), b / (2 - b)
     return exercises.check_true("3.2", a.mean() > b.mean() and iou_a.mean() < iou_b.mean(), hint=hint)
@@ -68,15 +83,17 @@ def ex_3_2(dice_a, dice_b) -> exercises.CheckResult:
 def hd95_cases() -> list[tuple[np.ndarray, np.ndarray]]:
     """The mask pairs exercise 3.3 is checked on (all non-empty, 2-D).
 
-    Shifted discs (symmetric errors), a disc against an ellipse with a stray blob (lopsided errors, where
-    the larger of the directed 95th percentiles and the pooled 95th percentile differ), masks that touch
-    the image border (where the border must count as background), a square against the same square with
-a hole (distances go to the other *surface*, not to the other mask) and smoothed random blobs.
+        Shifted discs (symmetric errors), a disc against an ellipse with a stray blob (lopsided errors, where
+        the larger of the directed 95th percentiles and the pooled 95th percentile differ), masks that touch
+        the image border (where the border must count as background), a square against the same square with
+    a hole (distances go to the other *surface*, not to the other mask) and smoothed random blobs.
     """
     from scipy import ndimage
 
-    pairs = [(_disc((96, 96), 48, 40, 20), _disc((96, 96), 48, 44, 20)),
-             (_disc((96, 96), 48, 40, 20), _disc((96, 96), 48, 40, 20))]
+    pairs = [
+        (_disc((96, 96), 48, 40, 20), _disc((96, 96), 48, 44, 20)),
+        (_disc((96, 96), 48, 40, 20), _disc((96, 96), 48, 40, 20)),
+    ]
     yy, xx = np.mgrid[:64, :64]
     ellipse = ((yy - 30) / 14.0) ** 2 + ((xx - 28) / 9.0) ** 2 <= 1
     blob = ellipse | _disc((64, 64), 55, 55, 3)
@@ -108,17 +125,22 @@ def ex_3_3(my_hd95) -> exercises.CheckResult:
     """
     cases = [((a, b), segment.hd95(a, b)) for a, b in hd95_cases()]
     return exercises.check_function(
-        "3.3", my_hd95, cases, rtol=1e-9, atol=1e-9,
+        "3.3",
+        my_hd95,
+        cases,
+        rtol=1e-9,
+        atol=1e-9,
         hint="distances go from the surface of one mask to the surface of the other, both ways, and HD95 is the "
-             "larger of the two directed 95th percentiles; distance_transform_edt measures the distance to the "
-             "nearest zero")
+        "larger of the two directed 95th percentiles; distance_transform_edt measures the distance to the "
+        "nearest zero",
+    )
 
 
 def _subsets(n: int) -> list[np.ndarray]:
     idx = np.arange(n)
     out = [idx]
     if n >= 4:
-        out += [idx[::2], idx[n // 3:]]
+        out += [idx[::2], idx[n // 3 :]]
     return out
 
 
@@ -140,6 +162,10 @@ def ex_3_4(gate_contrast, model, images, masks) -> exercises.CheckResult:
         inside, outside = segment.mean_inside_outside(maps[idx], truth[idx])
         cases.append(((model, images[idx], masks[idx]), (inside, outside, inside / outside)))
     return exercises.check_function(
-        "3.4", gate_contrast, cases, rtol=1e-4,
+        "3.4",
+        gate_contrast,
+        cases,
+        rtol=1e-4,
         hint="average the att0 maps of all the given images over all lesion pixels together and over all other "
-             "pixels together; return (inside, outside, inside / outside)")
+        "pixels together; return (inside, outside, inside / outside)",
+    )

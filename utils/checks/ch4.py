@@ -7,7 +7,7 @@ earlier output of the notebook cannot pass: only a function that computes the an
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -16,8 +16,14 @@ from .. import detect, exercises
 __all__ = ["ex_4_1", "ex_4_2", "ex_4_3", "ex_4_4"]
 
 # boxes (x0, y0, x1, y1), half-open: overlapping, identical, disjoint, nested, touching, one inside a row
-_IOU_PAIRS = [((0, 0, 10, 10), (5, 5, 15, 15)), ((2, 3, 9, 8), (2, 3, 9, 8)), ((0, 0, 4, 4), (6, 6, 9, 9)),
-              ((1, 1, 9, 9), (3, 2, 6, 7)), ((0, 0, 4, 4), (4, 0, 8, 4)), ((10, 12, 21, 21), (14, 10, 30, 16))]
+_IOU_PAIRS = [
+    ((0, 0, 10, 10), (5, 5, 15, 15)),
+    ((2, 3, 9, 8), (2, 3, 9, 8)),
+    ((0, 0, 4, 4), (6, 6, 9, 9)),
+    ((1, 1, 9, 9), (3, 2, 6, 7)),
+    ((0, 0, 4, 4), (4, 0, 8, 4)),
+    ((10, 12, 21, 21), (14, 10, 30, 16)),
+]
 
 
 def _random_boxes(rng, n, lo=0.0, hi=40.0):
@@ -30,15 +36,22 @@ def ex_4_1(my_iou: Callable, extra_pairs=(), seed: int = 4) -> exercises.CheckRe
     """Exercise 4.1 (section 4.2): ``my_iou(a, b)`` against ``pycocotools.mask.iou`` on fixed and random boxes."""
     from pycocotools import mask as coco_mask
 
-    xywh = lambda b: [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]
+    def xywh(b):
+        return [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]
+
     rng = np.random.default_rng(seed)
     a, b = _random_boxes(rng, 6), _random_boxes(rng, 6)
     pairs = list(_IOU_PAIRS) + [tuple(map(tuple, p)) for p in extra_pairs] + list(zip(map(tuple, a), map(tuple, b)))
     cases = [((p, q), float(coco_mask.iou([xywh(p)], [xywh(q)], [0])[0, 0])) for p, q in pairs]
     return exercises.check_function(
-        "4.1", my_iou, cases, rtol=1e-9, atol=1e-12,
+        "4.1",
+        my_iou,
+        cases,
+        rtol=1e-9,
+        atol=1e-12,
         hint="intersection width = min of the right edges − max of the left edges, clipped at 0; "
-             "union = the two areas minus the intersection")
+        "union = the two areas minus the intersection",
+    )
 
 
 def _reference_encode(box, stride):
@@ -77,11 +90,19 @@ def ex_4_2(encode_box: Callable, decode_box: Callable, seed: int = 42) -> exerci
         dx, dy = (float(v) for v in np.round(rng.uniform(-0.5, 0.5, 2), 3))
         sw, sh = (float(v) for v in np.round(rng.uniform(1.0, 5.0, 2), 3))
         dec_cases.append(((i, j, dx, dy, sw, sh, r), _reference_decode(i, j, dx, dy, sw, sh, r)))
-    as_list = lambda fn: (lambda *a: [float(v) for v in np.asarray(fn(*a), float).ravel()])
+
+    def as_list(fn):
+        return lambda *a: [float(v) for v in np.asarray(fn(*a), float).ravel()]
+
     enc, dec = as_list(encode_box), as_list(decode_box)
-    hint = ("centre (x0 + x1 − 1)/2; cell coordinate u = (c − (R − 1)/2)/R; cell = floor(u + 1/2); offset u − cell; "
-            "decode with c = (cell + offset)·R + (R − 1)/2 and x0 = c − (w − 1)/2, x1 = c + (w + 1)/2")
-    both = lambda kind, *a: enc(*a) if kind == "enc" else dec(*a)
+    hint = (
+        "centre (x0 + x1 − 1)/2; cell coordinate u = (c − (R − 1)/2)/R; cell = floor(u + 1/2); offset u − cell; "
+        "decode with c = (cell + offset)·R + (R − 1)/2 and x0 = c − (w − 1)/2, x1 = c + (w + 1)/2"
+    )
+
+    def both(kind, *a):
+        return enc(*a) if kind == "enc" else dec(*a)
+
     cases = [(("enc", *args), exp) for args, exp in enc_cases] + [(("dec", *args), exp) for args, exp in dec_cases]
     return exercises.check_function("4.2", both, cases, rtol=0, atol=1e-5, hint=hint)
 
@@ -95,8 +116,10 @@ def _reference_screening(val, test, max_fp):
 def _hand_case():
     # two validation images and two test images with known lesions, detections and scores
     g = [np.array([[10, 10, 20, 20]], float), np.array([[30, 30, 40, 40], [2, 2, 8, 8]], float)]
-    b = [np.array([[10, 10, 20, 20], [50, 50, 60, 60], [0, 40, 8, 48]], float),
-         np.array([[31, 31, 41, 41], [60, 0, 64, 6], [2, 2, 8, 8]], float)]
+    b = [
+        np.array([[10, 10, 20, 20], [50, 50, 60, 60], [0, 40, 8, 48]], float),
+        np.array([[31, 31, 41, 41], [60, 0, 64, 6], [2, 2, 8, 8]], float),
+    ]
     s = [np.array([0.9, 0.8, 0.3]), np.array([0.7, 0.6, 0.2])]
     return (g, b, s), (g[::-1], b[::-1], [x * 0.95 for x in s[::-1]])
 
@@ -110,15 +133,24 @@ def ex_4_3(screening: Callable, val, test) -> exercises.CheckResult:
     ``detect.threshold_at_fp_rate`` and ``detect.match_detections``.
     """
     hand_val, hand_test = _hand_case()
-    cases = [((val, test, 1.0), _reference_screening(val, test, 1.0)),
-             ((val, test, 0.5), _reference_screening(val, test, 0.5)),
-             ((test, val, 1.0), _reference_screening(test, val, 1.0)),
-             ((hand_val, hand_test, 0.5), _reference_screening(hand_val, hand_test, 0.5))]
-    fn = lambda *a: [float(v) for v in np.asarray(screening(*a), float).ravel()]
+    cases = [
+        ((val, test, 1.0), _reference_screening(val, test, 1.0)),
+        ((val, test, 0.5), _reference_screening(val, test, 0.5)),
+        ((test, val, 1.0), _reference_screening(test, val, 1.0)),
+        ((hand_val, hand_test, 0.5), _reference_screening(hand_val, hand_test, 0.5)),
+    ]
+
+    def fn(*a):
+        return [float(v) for v in np.asarray(screening(*a), float).ravel()]
+
     return exercises.check_function(
-        "4.3", fn, cases, rtol=1e-9,
+        "4.3",
+        fn,
+        cases,
+        rtol=1e-9,
         hint="on the validation FROC keep the thresholds whose fp_per_image is <= max_fp and take the smallest; "
-             "on the test set, count the lesions hit by a detection scoring at least that threshold")
+        "on the test set, count the lesions hit by a detection scoring at least that threshold",
+    )
 
 
 def _reference_froc(lesion_scores, fp_scores, n_images):
@@ -150,6 +182,10 @@ def ex_4_4(my_froc: Callable, seed: int = 44) -> exercises.CheckResult:
         return [*(float(v) for v in np.asarray(sens, float).ravel()), float(cpm)]
 
     return exercises.check_function(
-        "4.4", flat, cases, rtol=1e-9,
+        "4.4",
+        flat,
+        cases,
+        rtol=1e-9,
         hint="walk the threshold down through all scores; FP per image = FP count / n_images; at each rate take "
-             "the best sensitivity of any threshold with at most that many FP per image")
+        "the best sensitivity of any threshold with at most that many FP per image",
+    )

@@ -13,7 +13,8 @@ passes in), compares the results with a reference computed here, and prints one 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +71,7 @@ def _verdict(exercise: str, evaluate: Callable[[], bool], hint: str) -> exercise
 # 5.1 the tanh discriminator
 # ---------------------------------------------------------------------------------------------
 
+
 def _undefined_shares_reference(d) -> tuple[float, float]:
     d = np.asarray(d, dtype=np.float64).reshape(-1)
     return float(np.mean(d <= 0)), float(np.mean(d >= 1))
@@ -88,9 +90,12 @@ def ex_5_1(undefined_shares: Callable, clipped_bce: Callable, d_outputs: Sequenc
     import keras
 
     rng = np.random.default_rng(51)
-    arrays = [np.array([-0.5, 0.0, 0.2, 1.0, 0.999]), np.array([0.1, 0.5, 0.9]),
-              np.tanh(rng.normal(0.0, 6.0, 500).astype("float32")),  # float32: tanh(x) rounds to ±1 for large x
-              np.tanh(rng.normal(0.5, 1.0, (40, 1)))]
+    arrays = [
+        np.array([-0.5, 0.0, 0.2, 1.0, 0.999]),
+        np.array([0.1, 0.5, 0.9]),
+        np.tanh(rng.normal(0.0, 6.0, 500).astype("float32")),  # float32: tanh(x) rounds to ±1 for large x
+        np.tanh(rng.normal(0.5, 1.0, (40, 1))),
+    ]
     arrays += [np.asarray(d) for d in d_outputs]
     ps = [-0.9, -0.5, 0.0, 1e-9, 0.3, 0.8, 1.0, 1.5]
     bce = keras.losses.BinaryCrossentropy(from_logits=False)
@@ -98,20 +103,25 @@ def ex_5_1(undefined_shares: Callable, clipped_bce: Callable, d_outputs: Sequenc
 
     def evaluate() -> bool:
         shares = [_call(undefined_shares, d) for d in arrays]
-        ok_shares = all(_close(s, _undefined_shares_reference(d), rtol=1e-9, atol=1e-12)
-                        for s, d in zip(shares, arrays))
+        ok_shares = all(
+            _close(s, _undefined_shares_reference(d), rtol=1e-9, atol=1e-12) for s, d in zip(shares, arrays)
+        )
         values = [_call(clipped_bce, p) for p in ps]
         ok_bce = all(_close(v, k, rtol=1e-4, atol=1e-6) for v, k in zip(values, keras_values))
         return ok_shares and ok_bce
 
-    return _verdict("5.1", evaluate,
-                    "log D is undefined where D <= 0, log(1 - D) where D >= 1 (return both shares, in that order); "
-                    "Keras clips a probability to [1e-7, 1 - 1e-7] before the logarithm")
+    return _verdict(
+        "5.1",
+        evaluate,
+        "log D is undefined where D <= 0, log(1 - D) where D >= 1 (return both shares, in that order); "
+        "Keras clips a probability to [1e-7, 1 - 1e-7] before the logarithm",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # 5.2 the non-saturating generator loss
 # ---------------------------------------------------------------------------------------------
+
 
 def ex_5_2(ns_generator_loss: Callable) -> exercises.CheckResult:
     """Exercise 5.2 (section 2.1): ``ns_generator_loss(fake_logits)`` = mean of −log σ(ℓ), stably.
@@ -123,8 +133,12 @@ def ex_5_2(ns_generator_loss: Callable) -> exercises.CheckResult:
 
     bce = keras.losses.BinaryCrossentropy(from_logits=True)
     rng = np.random.default_rng(52)
-    cases = [np.array([[-200.0], [0.0], [200.0]], "float32"), rng.normal(0, 3, (64, 1)).astype("float32"),
-             np.array([[-30.0], [-25.0]], "float32"), np.array([[-90.0], [-120.0], [5.0]], "float32")]
+    cases = [
+        np.array([[-200.0], [0.0], [200.0]], "float32"),
+        rng.normal(0, 3, (64, 1)).astype("float32"),
+        np.array([[-30.0], [-25.0]], "float32"),
+        np.array([[-90.0], [-120.0], [5.0]], "float32"),
+    ]
     expected = [float(bce(np.ones_like(c), c)) for c in cases]
 
     def evaluate() -> bool:
@@ -136,6 +150,7 @@ def ex_5_2(ns_generator_loss: Callable) -> exercises.CheckResult:
 # ---------------------------------------------------------------------------------------------
 # 5.3 a detector of mode collapse
 # ---------------------------------------------------------------------------------------------
+
 
 def _mean_pairwise_reference(f) -> float:
     from .. import gan
@@ -169,21 +184,25 @@ def ex_5_3(mean_pairwise: Callable, is_collapsed: Callable, cases: Sequence = ()
             collapse_cases.append(((small * (ratio / q * factor), real), kwargs, expected))
 
     def evaluate() -> bool:
-        ok_mp = all(_close(_call(mean_pairwise, a), _mean_pairwise_reference(a), rtol=1e-6, atol=1e-9)
-                    for a in arrays)
+        ok_mp = all(_close(_call(mean_pairwise, a), _mean_pairwise_reference(a), rtol=1e-6, atol=1e-9) for a in arrays)
         answers = [_call(is_collapsed, *args, **kwargs) for args, kwargs, _ in collapse_cases]
-        ok_flags = all(isinstance(a, (bool, np.bool_)) and bool(a) == e
-                       for a, (_, _, e) in zip(answers, collapse_cases))
+        ok_flags = all(
+            isinstance(a, (bool, np.bool_)) and bool(a) == e for a, (_, _, e) in zip(answers, collapse_cases)
+        )
         return ok_mp and ok_flags
 
-    return _verdict("5.3", evaluate,
-                    "average the distances over the n(n - 1) ordered pairs i != j (the diagonal is zero); "
-                    "is_collapsed returns True or False and honours its ratio argument")
+    return _verdict(
+        "5.3",
+        evaluate,
+        "average the distances over the n(n - 1) ordered pairs i != j (the diagonal is zero); "
+        "is_collapsed returns True or False and honours its ratio argument",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # 5.4 the Fréchet distance by hand
 # ---------------------------------------------------------------------------------------------
+
 
 def ex_5_4(frechet: Callable, feats_a=None, feats_b=None) -> exercises.CheckResult:
     """Exercise 5.4 (section 4): ``frechet(feats_a, feats_b)`` with ``scipy.linalg.sqrtm``.
@@ -197,9 +216,11 @@ def ex_5_4(frechet: Callable, feats_a=None, feats_b=None) -> exercises.CheckResu
     rng = np.random.default_rng(54)
     mix = rng.normal(size=(5, 5))
     base = rng.normal(size=(400, 5)) @ mix
-    pairs = [(base, rng.normal(size=(300, 5)) @ (mix * 0.7) + 0.4),
-             (base, base + np.array([1.0, -2.0, 0.5, 0.0, 3.0])),
-             (rng.normal(size=(120, 3)), 2.0 * rng.normal(size=(200, 3)))]
+    pairs = [
+        (base, rng.normal(size=(300, 5)) @ (mix * 0.7) + 0.4),
+        (base, base + np.array([1.0, -2.0, 0.5, 0.0, 3.0])),
+        (rng.normal(size=(120, 3)), 2.0 * rng.normal(size=(200, 3))),
+    ]
     if feats_a is not None and feats_b is not None:
         pairs.insert(0, (np.asarray(feats_a, dtype=float), np.asarray(feats_b, dtype=float)))
     expected = [gan.frechet_distance(a, b) for a, b in pairs]
@@ -207,6 +228,9 @@ def ex_5_4(frechet: Callable, feats_a=None, feats_b=None) -> exercises.CheckResu
     def evaluate() -> bool:
         return all(_close(_call(frechet, a, b), e, rtol=1e-4, atol=1e-6) for (a, b), e in zip(pairs, expected))
 
-    return _verdict("5.4", evaluate,
-                    "FD = |mu_a - mu_b|^2 + tr(S_a + S_b - 2 sqrtm(S_a @ S_b)), with np.cov(..., rowvar=False) and "
-                    "the real part of scipy.linalg.sqrtm")
+    return _verdict(
+        "5.4",
+        evaluate,
+        "FD = |mu_a - mu_b|^2 + tr(S_a + S_b - 2 sqrtm(S_a @ S_b)), with np.cov(..., rowvar=False) and "
+        "the real part of scipy.linalg.sqrtm",
+    )

@@ -11,7 +11,8 @@ import os
 import subprocess
 import sys
 import uuid
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,7 @@ def _flat(arrays) -> np.ndarray:
 # 6.p1 consistent UIDs (section 4.1)
 # ---------------------------------------------------------------------------
 
+
 def _is_uuid4_uid(value: Any) -> bool:
     """A ``2.25.<integer>`` UID whose integer is a random (version 4) UUID, as ``generate_uid(prefix=None)`` makes."""
     from pydicom.uid import UID
@@ -81,11 +83,15 @@ def _in_other_process(fn: Callable, args: list[tuple]) -> list | None:
         payload = cloudpickle.dumps((fn, args))
     except Exception:
         return None
-    env = dict(os.environ, PYTHONHASHSEED=str(int.from_bytes(os.urandom(4), "little") % 4_000_000_000 + 1),
-               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env = dict(
+        os.environ,
+        PYTHONHASHSEED=str(int.from_bytes(os.urandom(4), "little") % 4_000_000_000 + 1),
+        PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+    )
     try:
-        done = subprocess.run([sys.executable, "-c", _CHILD], input=payload, capture_output=True, env=env,
-                              timeout=120, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD], input=payload, capture_output=True, env=env, timeout=120, check=True
+        )
         return pickle.loads(done.stdout)
     except Exception:
         return None
@@ -107,8 +113,9 @@ def _with_other_hash_salt(fn: Callable, args: list[tuple]) -> list:
         builtins.hash = real
 
 
-def ex_6_p1(uid_first: Any, uid_second: Any, same_twice: Any, my_uid: Callable, uids: Sequence[str],
-            salt: str) -> exercises.CheckResult:
+def ex_6_p1(
+    uid_first: Any, uid_second: Any, same_twice: Any, my_uid: Callable, uids: Sequence[str], salt: str
+) -> exercises.CheckResult:
     """Exercise 6.p1 (section 4.1): pydicom's ``generate_uid(prefix=None, ...)`` pitfall, and a keyed UID map.
 
     (a) ``uid_first`` and ``uid_second`` must be two results of ``generate_uid(prefix=None,
@@ -122,21 +129,30 @@ def ex_6_p1(uid_first: Any, uid_second: Any, same_twice: Any, my_uid: Callable, 
     """
     from pydicom.uid import UID, generate_uid
 
-    hint = ("call generate_uid twice, keep both results and compare them; then hash salt and UID into a "
-            "name-based UUID (uuid.uuid5) and write '2.25.' + its integer")
+    hint = (
+        "call generate_uid twice, keep both results and compare them; then hash salt and UID into a "
+        "name-based UUID (uuid.uuid5) and write '2.25.' + its integer"
+    )
     if _placeholder(uid_first, uid_second, same_twice, my_uid):
         return _not_attempted("6.p1", hint)
     uids = [str(u) for u in uids]
     if not uids:
         raise ValueError("ex_6_p1 needs at least one original UID")
     # (a)
-    truth = generate_uid(prefix=None, entropy_srcs=[salt, uids[0]]) == \
-        generate_uid(prefix=None, entropy_srcs=[salt, uids[0]])
+    truth = generate_uid(prefix=None, entropy_srcs=[salt, uids[0]]) == generate_uid(
+        prefix=None, entropy_srcs=[salt, uids[0]]
+    )
     if not (_is_uuid4_uid(uid_first) and _is_uuid4_uid(uid_second)):
-        return _fail("6.p1", "(a) uid_first and uid_second must be the two UIDs that generate_uid(prefix=None, "
-                             "entropy_srcs=[...]) returned. " + hint)
-    if not isinstance(same_twice, (bool, np.bool_)) or bool(same_twice) != (uid_first == uid_second) \
-            or bool(same_twice) != truth:
+        return _fail(
+            "6.p1",
+            "(a) uid_first and uid_second must be the two UIDs that generate_uid(prefix=None, "
+            "entropy_srcs=[...]) returned. " + hint,
+        )
+    if (
+        not isinstance(same_twice, (bool, np.bool_))
+        or bool(same_twice) != (uid_first == uid_second)
+        or bool(same_twice) != truth
+    ):
         return _fail("6.p1", "(a) same_twice must be the comparison uid_first == uid_second. " + hint)
     # (b)
     args = [(u, salt) for u in uids] + [(uids[0], salt + "x")]
@@ -145,16 +161,18 @@ def ex_6_p1(uid_first: Any, uid_second: Any, same_twice: Any, my_uid: Callable, 
         return here
     if any(_placeholder(r) for r in here):
         return _not_attempted("6.p1", hint)
-    if not all(isinstance(n, str) and n.startswith("2.25.") and len(n) <= 64 and n[5:].isdigit()
-               and UID(n).is_valid for n in here):
-        return _fail("6.p1", "(b) every result must be a valid UID '2.25.<decimal integer>' of at most 64 "
-                             "characters. " + hint)
+    if not all(
+        isinstance(n, str) and n.startswith("2.25.") and len(n) <= 64 and n[5:].isdigit() and UID(n).is_valid
+        for n in here
+    ):
+        return _fail(
+            "6.p1", "(b) every result must be a valid UID '2.25.<decimal integer>' of at most 64 characters. " + hint
+        )
     new = here[:-1]
     if [my_uid(*a) for a in args] != here:
         return _fail("6.p1", "(b) the same inputs gave different UIDs in two calls. " + hint)
     if len(set(new)) != len(set(uids)) or {u: n for u, n in zip(uids, new)} != dict(zip(uids, new)):
-        return _fail("6.p1", "(b) different original UIDs must get different new UIDs, equal ones equal UIDs. "
-                     + hint)
+        return _fail("6.p1", "(b) different original UIDs must get different new UIDs, equal ones equal UIDs. " + hint)
     if here[-1] == new[0]:
         return _fail("6.p1", "(b) another salt must give another UID, or anyone could recompute the map. " + hint)
     there = _in_other_process(my_uid, args)
@@ -164,9 +182,11 @@ def ex_6_p1(uid_first: Any, uid_second: Any, same_twice: Any, my_uid: Callable, 
         except Exception as exc:
             return _fail("6.p1", f"your function raised {type(exc).__name__}: {exc}. {hint}")
     if there != here:
-        return _fail("6.p1", "(b) your UIDs change from one Python process to the next (Python's hash() of a "
-                             "string is salted per process): use a fixed hash such as uuid.uuid5 or hashlib. "
-                     + hint)
+        return _fail(
+            "6.p1",
+            "(b) your UIDs change from one Python process to the next (Python's hash() of a "
+            "string is salted per process): use a fixed hash such as uuid.uuid5 or hashlib. " + hint,
+        )
     return exercises.check_true("6.p1", True, hint=hint)
 
 
@@ -174,8 +194,10 @@ def ex_6_p1(uid_first: Any, uid_second: Any, same_twice: Any, my_uid: Callable, 
 # 6.p2 FedAvg by hand (section 4.2)
 # ---------------------------------------------------------------------------
 
-def ex_6_p2(my_fedavg: Callable, real_weights: Sequence[Sequence[np.ndarray]], sizes: Sequence[int], *,
-            seed: int = 0) -> exercises.CheckResult:
+
+def ex_6_p2(
+    my_fedavg: Callable, real_weights: Sequence[Sequence[np.ndarray]], sizes: Sequence[int], *, seed: int = 0
+) -> exercises.CheckResult:
     """Exercise 6.p2 (section 4.2): ``my_fedavg(weight_lists, sizes)`` against :func:`utils.privacy.fedavg`.
 
     Compared on the given real weight lists (one per client) with the given sizes, and on random
@@ -188,13 +210,19 @@ def ex_6_p2(my_fedavg: Callable, real_weights: Sequence[Sequence[np.ndarray]], s
     rand = [[rng.normal(size=(3, 4)), rng.normal(size=(5,))] for _ in range(4)]
     cases = [(list(real_weights), list(sizes)), (rand, [1, 2, 3, 10])]
     return exercises.check_function(
-        "6.p2", lambda w, s: _flat(my_fedavg(w, s)),
-        [((w, s), _flat(privacy.fedavg(w, s))) for w, s in cases], rtol=1e-5, atol=1e-7, hint=hint)
+        "6.p2",
+        lambda w, s: _flat(my_fedavg(w, s)),
+        [((w, s), _flat(privacy.fedavg(w, s))) for w, s in cases],
+        rtol=1e-5,
+        atol=1e-7,
+        hint=hint,
+    )
 
 
 # ---------------------------------------------------------------------------
 # 6.p3 clipping by hand (section 4.3)
 # ---------------------------------------------------------------------------
+
 
 def ex_6_p3(my_clipped_mean: Callable, per_example: Sequence) -> exercises.CheckResult:
     """Exercise 6.p3 (section 4.3): ``my_clipped_mean(per_example, C)`` against :func:`utils.privacy.clip_and_noise`.
@@ -207,19 +235,24 @@ def ex_6_p3(my_clipped_mean: Callable, per_example: Sequence) -> exercises.Check
 
     hint = "one norm per example over ALL arrays (not per layer); scale by min(1, C / norm); then average"
     pe = [np.asarray(g) for g in per_example]
-    cases = [((pe, c), _flat(privacy.clip_and_noise(pe, l2_norm_clip=c, noise_multiplier=0.0,
-                                                    expected_batch_size=len(pe[0]))[0]))
-             for c in (0.05, 0.5, 1e6)]
-    return exercises.check_function("6.p3", lambda g, c: _flat(my_clipped_mean(g, c)), cases,
-                                    rtol=1e-4, atol=1e-7, hint=hint)
+    cases = [
+        (
+            (pe, c),
+            _flat(privacy.clip_and_noise(pe, l2_norm_clip=c, noise_multiplier=0.0, expected_batch_size=len(pe[0]))[0]),
+        )
+        for c in (0.05, 0.5, 1e6)
+    ]
+    return exercises.check_function(
+        "6.p3", lambda g, c: _flat(my_clipped_mean(g, c)), cases, rtol=1e-4, atol=1e-7, hint=hint
+    )
 
 
 # ---------------------------------------------------------------------------
 # 6.1 what a flipped label costs (section 1.2)
 # ---------------------------------------------------------------------------
 
-def ex_6_1a(n_flipped: Any, noisy_prevalence_measured: Any, y_train: np.ndarray, *,
-            seed: int) -> exercises.CheckResult:
+
+def ex_6_1a(n_flipped: Any, noisy_prevalence_measured: Any, y_train: np.ndarray, *, seed: int) -> exercises.CheckResult:
     """Exercise 6.1 part 1: the count of flipped labels and the noisy prevalence, recomputed with ``flip_labels``."""
     from .. import quality
 
@@ -227,8 +260,9 @@ def ex_6_1a(n_flipped: Any, noisy_prevalence_measured: Any, y_train: np.ndarray,
     if _placeholder(n_flipped, noisy_prevalence_measured):
         return _not_attempted("6.1a", hint)
     noisy, flipped = quality.flip_labels(y_train, 0.2, seed=seed)
-    return exercises.check_value("6.1a", (n_flipped, noisy_prevalence_measured), (len(flipped), float(noisy.mean())),
-                                 hint=hint)
+    return exercises.check_value(
+        "6.1a", (n_flipped, noisy_prevalence_measured), (len(flipped), float(noisy.mean())), hint=hint
+    )
 
 
 def ex_6_1b(noisy_prevalence: Callable, *, seed: int = 0) -> exercises.CheckResult:
@@ -236,9 +270,14 @@ def ex_6_1b(noisy_prevalence: Callable, *, seed: int = 0) -> exercises.CheckResu
     hint = "positives that keep their label plus negatives that become positive"
     rng = np.random.default_rng(seed)
     pairs = [(0.742, 0.2), (0.5, 0.3), (1.0, 0.1), (0.1, 0.0)] + [tuple(v) for v in rng.random((5, 2))]
-    return exercises.check_function("6.1b", noisy_prevalence,
-                                    [((pi, rho), pi * (1 - rho) + (1 - pi) * rho) for pi, rho in pairs],
-                                    rtol=1e-9, atol=1e-12, hint=hint)
+    return exercises.check_function(
+        "6.1b",
+        noisy_prevalence,
+        [((pi, rho), pi * (1 - rho) + (1 - pi) * rho) for pi, rho in pairs],
+        rtol=1e-9,
+        atol=1e-12,
+        hint=hint,
+    )
 
 
 def ex_6_1c(apparent_accuracy: Any, y_train: np.ndarray, *, seed: int) -> exercises.CheckResult:
@@ -257,8 +296,10 @@ def ex_6_1c(apparent_accuracy: Any, y_train: np.ndarray, *, seed: int) -> exerci
 # 6.2 leaked duplicates (section 1.1)
 # ---------------------------------------------------------------------------
 
-def ex_6_2(leaks: Any, labels_agree: Any, x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray,
-           y_test: np.ndarray) -> exercises.CheckResult:
+
+def ex_6_2(
+    leaks: Any, labels_agree: Any, x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray, y_test: np.ndarray
+) -> exercises.CheckResult:
     """Exercise 6.2: every byte-identical (train i, test j) pair, sorted, and whether each pair's labels agree.
 
     Recomputed with :func:`utils.quality.exact_duplicates` on the given images and labels.
@@ -268,8 +309,11 @@ def ex_6_2(leaks: Any, labels_agree: Any, x_train: np.ndarray, x_test: np.ndarra
     hint = "hash every training image once, then look every test image up in that dictionary"
     if _placeholder(leaks, labels_agree):
         return _not_attempted("6.2", hint)
-    ref = sorted((i, j) for a, i, b, j in quality.exact_duplicates({"train": x_train, "test": x_test})
-                 if (a, b) == ("train", "test"))
+    ref = sorted(
+        (i, j)
+        for a, i, b, j in quality.exact_duplicates({"train": x_train, "test": x_test})
+        if (a, b) == ("train", "test")
+    )
     yt, ys = np.asarray(y_train).reshape(-1), np.asarray(y_test).reshape(-1)
     agree = [bool(yt[i] == ys[j]) for i, j in ref]
     try:
@@ -283,6 +327,7 @@ def ex_6_2(leaks: Any, labels_agree: Any, x_train: np.ndarray, x_test: np.ndarra
 # ---------------------------------------------------------------------------
 # 6.3 sensitivity at a fixed specificity (section 2)
 # ---------------------------------------------------------------------------
+
 
 def ex_6_3(sens_at_spec: Callable, y: np.ndarray, predictions: Sequence[np.ndarray]) -> exercises.CheckResult:
     """Exercise 6.3: ``sens_at_spec(y, p, target)`` against :func:`utils.quality.sensitivity_at_specificity`.
