@@ -302,3 +302,79 @@ def test_ex_6_3_placeholders(capsys):
 
 def test_privacy_reference_matches_the_check():
     assert len(privacy.remap_uid(UIDS[0], SALT)) <= 64
+
+
+# ---------------------------------------------------------------------------
+# 6.4 class weights by hand
+# ---------------------------------------------------------------------------
+
+Y_IMB = np.array([0] * 30 + [1] * 10)
+
+
+def class_weights_unique(y):
+    classes, counts = np.unique(y, return_counts=True)
+    return {int(c): len(y) / (len(classes) * n) for c, n in zip(classes, counts)}
+
+
+def class_weights_loop(y):  # written differently: a dict of counts, then the formula
+    counts = {}
+    for v in np.asarray(y).ravel():
+        counts[int(v)] = counts.get(int(v), 0) + 1
+    return {c: len(y) / len(counts) / n for c, n in counts.items()}
+
+
+def test_ex_6_4():
+    assert ch6.ex_6_4(class_weights_unique, Y_IMB)
+    assert ch6.ex_6_4(class_weights_loop, Y_IMB)
+    # inverse frequency without 1/K
+    assert not ch6.ex_6_4(lambda y: {int(c): len(y) / n for c, n in zip(*np.unique(y, return_counts=True))}, Y_IMB)
+    # keyed by position, not by class: right on 0/1 labels, wrong on classes 3 and 7
+    assert not ch6.ex_6_4(lambda y: dict(enumerate(len(y) / (2 * np.bincount(y)[np.bincount(y) > 0]))), Y_IMB)
+    # frequencies instead of their inverse
+    assert not ch6.ex_6_4(lambda y: {int(c): n / len(y) for c, n in zip(*np.unique(y, return_counts=True))}, Y_IMB)
+    # a list, not a dict
+    assert not ch6.ex_6_4(lambda y: list(class_weights_unique(y).values()), Y_IMB)
+
+
+def test_ex_6_4_placeholder(capsys):
+    assert reported_not_attempted(ch6.ex_6_4(placeholder, Y_IMB), capsys, "6.4")
+
+
+# ---------------------------------------------------------------------------
+# 6.p4 the loss-threshold attack by hand
+# ---------------------------------------------------------------------------
+
+
+def _losses():
+    rng = np.random.default_rng(5)
+    return rng.gamma(2.0, 0.25, 120), rng.gamma(2.0, 0.35, 120)
+
+
+def attack_auc_pairs(m, n):  # the probability that a member's loss is lower, ties one half
+    m, n = np.asarray(m)[:, None], np.asarray(n)[None, :]
+    return float(np.mean((m < n) + 0.5 * (m == n)))
+
+
+def attack_auc_mannwhitney(m, n):
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(n, m).statistic / (len(m) * len(n)))
+
+
+def test_ex_6_p4():
+    m, n = _losses()
+    assert ch6.ex_6_p4(attack_auc_pairs, m, n)
+    assert ch6.ex_6_p4(attack_auc_mannwhitney, m, n)
+    # reversed direction: a high loss called member
+    assert not ch6.ex_6_p4(lambda a, b: 1.0 - attack_auc_pairs(a, b), m, n)
+    # ties not counted one half (strict comparison)
+    assert not ch6.ex_6_p4(lambda a, b: float(np.mean(np.asarray(a)[:, None] < np.asarray(b)[None, :])), m, n)
+    # an accuracy at one threshold, not the AUC
+    assert not ch6.ex_6_p4(
+        lambda a, b: float((np.mean(a < np.median(np.r_[a, b])) + np.mean(b >= np.median(np.r_[a, b]))) / 2), m, n
+    )
+
+
+def test_ex_6_p4_placeholder(capsys):
+    m, n = _losses()
+    assert reported_not_attempted(ch6.ex_6_p4(placeholder, m, n), capsys, "6.p4")

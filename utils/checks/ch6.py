@@ -352,3 +352,70 @@ def ex_6_3b(sens90: Any, y_test: np.ndarray, p_test: np.ndarray) -> exercises.Ch
     if _placeholder(sens90):
         return _not_attempted("6.3b", hint)
     return exercises.check_value("6.3b", sens90, quality.sensitivity_at_specificity(y_test, p_test, 0.9), hint=hint)
+
+
+# ---------------------------------------------------------------------------
+# 6.4 class weights by hand (part 1, section 2)
+# ---------------------------------------------------------------------------
+
+
+def ex_6_4(my_class_weights: Callable, y_train: np.ndarray, *, seed: int = 0) -> exercises.CheckResult:
+    """Exercise 6.4 (part 1, section 2): ``my_class_weights(y)`` against :func:`utils.quality.class_weights`.
+
+    The "balanced" weights N / (K · N_k) as a dict {class: weight}, compared on the chapter's training labels,
+    on a random three-class imbalanced label vector, and on labels whose classes are not 0…K−1 (3 and 7), where
+    indexing by position instead of by class fails. Inverse frequency without the factor 1 / K fails too.
+    """
+    from .. import quality
+
+    hint = "count each class with np.unique(y, return_counts=True); weight = N / (K * N_k), keyed by the class"
+    rng = np.random.default_rng(seed)
+    cases_y = [np.asarray(y_train).reshape(-1), rng.choice(3, size=200, p=[0.7, 0.2, 0.1]), np.array([3, 3, 3, 7])]
+
+    def as_vector(y):
+        w = my_class_weights(y)
+        if not isinstance(w, dict):
+            raise TypeError(f"return a dict {{class: weight}}, not {type(w).__name__}")
+        return [float(w.get(int(k), np.nan)) for k in np.unique(y)]
+
+    expected = [[quality.class_weights(y)[int(k)] for k in np.unique(y)] for y in cases_y]
+    return exercises.check_function("6.4", as_vector, [((y,), e) for y, e in zip(cases_y, expected)], hint=hint)
+
+
+# ---------------------------------------------------------------------------
+# 6.p4 the loss-threshold attack by hand (part 2, section 3)
+# ---------------------------------------------------------------------------
+
+
+def ex_6_p4(
+    attack_auc: Callable, member_losses: np.ndarray, nonmember_losses: np.ndarray, *, seed: int = 0
+) -> exercises.CheckResult:
+    """Exercise 6.p4 (part 2, section 3): ``attack_auc(member_losses, nonmember_losses)``.
+
+    The ROC AUC of the attack that calls "member" when the loss is low, i.e. the probability that a random member
+    has a lower loss than a random non-member, ties counting one half; recomputed with scikit-learn's
+    ``roc_auc_score`` on the scores −loss. Compared on the chapter's real losses, on random losses, and on losses
+    with many ties (a strict comparison without the half fails there); the reversed direction (high loss =
+    member) fails everywhere.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    hint = "score = -loss (a low loss means member); members are the positives; ties count one half"
+    rng = np.random.default_rng(seed)
+    cases = [
+        (np.asarray(member_losses, float), np.asarray(nonmember_losses, float)),
+        (rng.gamma(2.0, 0.3, 300), rng.gamma(2.0, 0.4, 250)),
+        (np.round(rng.uniform(0, 1, 200), 1), np.round(rng.uniform(0.1, 1.1, 150), 1)),
+    ]
+
+    def reference(m, n):
+        y = np.r_[np.ones(len(m)), np.zeros(len(n))]
+        return float(roc_auc_score(y, -np.r_[m, n]))
+
+    return exercises.check_function(
+        "6.p4",
+        lambda m, n: float(attack_auc(m, n)),
+        [((m, n), reference(m, n)) for m, n in cases],
+        rtol=1e-9,
+        hint=hint,
+    )
