@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from utils import course, detect, phantoms
+from utils import course, detect, phantoms, stats
 
 
 @pytest.fixture(scope="module")
@@ -331,3 +332,206 @@ def test_decode_nms_removes_the_shifted_duplicate_that_peak_extraction_also_remo
     # top_k keeps the best
     b1, s1 = detect.decode_nms(out, r, top_k=1, score_min=0.5)
     assert len(b1[0]) == 1 and np.isclose(s1[0][0], 1.0)
+
+
+# ---------------------------------------------------------------------------
+# evaluating detectors, with the bootstrap replicates kept for pairing (chapter 4, sections 4-6)
+# ---------------------------------------------------------------------------
+
+
+def _noisy_detections(boxes, seed, n_fp=2, size=64):
+    # every lesion found with a jittered box, plus n_fp random false positives per image; random scores
+    rng = np.random.default_rng(seed)
+    det, scores = [], []
+    for b in boxes:
+        xy = rng.uniform(0, size - 8, (n_fp, 2))
+        fp = np.concatenate([xy, xy + 6], axis=1)
+        d = np.concatenate([np.asarray(b, float).reshape(-1, 4) + rng.uniform(-1, 1, (len(b), 4)), fp])
+        det.append(d)
+        scores.append(rng.random(len(d)))
+    return det, scores
+
+
+@pytest.fixture(scope="module")
+def small_test_set():
+    batch = phantoms.make_lesion_phantoms(10, size=64, n_lesions=(0, 2), radius=(3, 5), seed=7)
+    return batch.boxes, {"good": _noisy_detections(batch.boxes, 1, n_fp=1), "worse": _noisy_detections(batch.boxes, 2)}
+
+
+def test_froc_metrics_with_and_without_the_cache_equal_froc(small_test_set):
+    gt, dets = small_test_set
+    det, scores = dets["worse"]
+    f = detect.froc(gt, det, scores)
+    expected = {"cpm": f.mean_sensitivity, "sens1": float(f.sens_at[detect.FP_RATES.index(1.0)])}
+    assert detect.froc_metrics(gt, det, scores) == expected
+    cache = {}
+    idx = [0, 0, 3, 5, 5, 5, 9]  # a resample repeats images: each is matched once
+    g, d, s = ([x[i] for i in idx] for x in (gt, det, scores))
+    first = detect.froc_metrics(g, d, s, cache)
+    assert len(cache) == len(set(idx))
+    assert first == detect.froc_metrics(g, d, s) == detect.froc_metrics(g, d, s, cache)
+    assert first == {
+        "cpm": detect.froc(g, d, s).mean_sensitivity,
+        "sens1": float(detect.froc(g, d, s).sens_at[3]),
+    }
+
+
+def test_bootstrap_replicates_reproduce_the_interval_and_pair_two_detectors(small_test_set):
+    gt, dets = small_test_set
+    runs = {
+        name: detect.bootstrap_replicates(detect.coco_map, "ap50", gt, *d, n_boot=30, seed=3)
+        for name, d in dets.items()
+    }
+    ci, point, reps, drawn = runs["good"]
+    assert ci == detect.bootstrap_detection_ci(
+        lambda g, d, s: detect.coco_map(g, d, s)["ap50"], gt, *dets["good"], n_boot=30, seed=3
+    )
+    assert point == detect.coco_map(gt, *dets["good"])
+    assert set(reps) == {"ap50", "ap"} and len(reps["ap50"]) == len(drawn) <= 30
+    assert stats.percentile_interval(point["ap50"], reps["ap50"]) == ci
+    assert runs["worse"][3] == drawn  # the same seed draws the same resamples for the other detector
+    other_seed = detect.bootstrap_replicates(detect.coco_map, "ap50", gt, *dets["good"], n_boot=30, seed=4)
+    assert other_seed[3] != drawn
+
+
+def test_evaluate_detectors_intervals_replicates_and_pairing(small_test_set):
+    gt, dets = small_test_set
+    res = detect.evaluate_detectors(gt, dets, n_boot=25, seed=0)
+    assert list(res) == ["good", "worse"]
+    for name, r in res.items():
+        f = detect.froc(gt, *dets[name])
+        assert r["froc"].mean_sensitivity == f.mean_sensitivity
+        assert r["ci"]["cpm"] == pytest.approx(r["cpm"], abs=1e-12) and r["cpm"][0] == f.mean_sensitivity
+        assert r["ap50"][0] == detect.coco_map(gt, *dets[name])["ap50"] and r["ap"] == r["ci"]["ap"][0]
+        assert set(r["ci"]) == set(r["reps"]) == set(detect.METRICS)
+        for m, (est, lo, hi) in r["ci"].items():
+            assert (est, lo, hi) == stats.percentile_interval(est, r["reps"][m])
+    assert res["good"]["drawn"] == res["worse"]["drawn"]
+    # evaluating one detector alone gives the same numbers (the cache and the other detector change nothing)
+    alone = detect.evaluate_detectors(gt, {"worse": dets["worse"]}, n_boot=25, seed=0)["worse"]
+    assert alone["ci"] == res["worse"]["ci"] and alone["drawn"] == res["worse"]["drawn"]
+    perfect = detect.evaluate_detectors(gt, {"p": (gt, [np.ones(len(b)) for b in gt])}, n_boot=10, seed=0)["p"]
+    assert perfect["ci"]["cpm"] == (1.0, 1.0, 1.0) and perfect["ci"]["ap50"] == (1.0, 1.0, 1.0)
+    header, rows = detect.results_table(res)
+    assert len(header) == len(rows[0]) == 1 + len(detect.FP_RATES) + 3 and [r[0] for r in rows] == ["good", "worse"]
+
+
+def test_point_metrics_are_froc_and_coco_map(small_test_set):
+    gt, dets = small_test_set
+    out = detect.point_metrics(gt, dets)
+    for name, (det, scores) in dets.items():
+        f = detect.froc(gt, det, scores)
+        assert out[name]["cpm"] == f.mean_sensitivity and out[name]["sens1"] == f.sens_at[3]
+        assert {k: out[name][k] for k in ("ap50", "ap")} == detect.coco_map(gt, det, scores)
+        np.testing.assert_array_equal(out[name]["froc"].thresholds, f.thresholds)
+
+
+def test_keep_top_and_blob_images():
+    boxes = np.arange(20, dtype=float).reshape(5, 4)
+    scores = np.array([0.2, 0.9, 0.5, 0.9, 0.1])
+    b, s = detect.keep_top(boxes, scores, 3)
+    np.testing.assert_array_equal(s, [0.9, 0.9, 0.5])
+    np.testing.assert_array_equal(b, boxes[[1, 3, 2]])  # ties keep their order
+    assert len(detect.keep_top(boxes, scores, 10)[0]) == 5
+    batch = phantoms.make_lesion_phantoms(3, size=64, n_lesions=(1, 2), radius=(3, 5), seed=2)
+    params = dict(min_sigma=1.5, max_sigma=4.5, threshold=0.02)
+    bb, ss = detect.blob_images(batch.images[..., None], params, top_k=4)
+    assert len(bb) == len(ss) == 3
+    for im, b, s in zip(batch.images, bb, ss):
+        ref = detect.keep_top(*detect.blob_detect(im, **params), 4)
+        np.testing.assert_array_equal(b, ref[0])
+        np.testing.assert_array_equal(s, ref[1])
+        assert len(s) <= 4 and np.all(np.diff(s) <= 0)
+
+
+def test_detect_images_decodes_the_model_outputs(keras):
+    boxes = [np.array([[10, 12, 21, 21], [40, 30, 47, 38]], float), np.array([[5, 5, 12, 12]], float)]
+    target = detect.encode_targets(boxes, (64, 64), 2)
+
+    class Model:  # stands in for a trained CenterNet: predicts the exact targets
+        def predict(self, x, batch_size, verbose):
+            assert x.dtype == np.float32 and batch_size == 16 and verbose == 0
+            return target
+
+    got_boxes, got_scores = detect.detect_images(Model(), np.zeros((2, 64, 64, 1)), 2, top_k=20)
+    want_boxes, want_scores = detect.decode(target, 2, top_k=20, score_min=0.01)
+    for got, want, gs, ws, gt in zip(got_boxes, want_boxes, got_scores, want_scores, boxes):
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(gs, ws)
+        np.testing.assert_allclose(_sorted(got), _sorted(gt), atol=1e-5)  # exact targets decode to the boxes
+
+
+def test_detection_counts_and_outcome_on_a_hand_made_image():
+    gt = np.array([[0, 0, 10, 10], [30, 30, 40, 40]], float)
+    det = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 56, 56], [30, 30, 40, 40]], float)
+    scores = np.array([0.9, 0.8, 0.7, 0.3])
+    # at 0.5: three detections, the second a duplicate of lesion 0, one false positive, lesion 1 missed
+    assert detect.detection_counts([gt, gt], [det, det[:1]], [scores, scores[:1]], 0.5) == (2.0, 0.5)
+    hits, misses, fps = detect.outcome(gt, det, scores, 0.5)
+    np.testing.assert_array_equal(hits, gt[:1])
+    np.testing.assert_array_equal(misses, gt[1:])
+    np.testing.assert_array_equal(fps, det[2:3])
+    hits, misses, fps = detect.outcome(gt, det, scores, 0.0)
+    assert len(hits) == 2 and len(misses) == 0 and len(fps) == 1
+
+
+def test_plot_froc_and_draw_outcome_draw_what_they_say(small_test_set):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gt, dets = small_test_set
+    res = detect.evaluate_detectors(gt, dets, n_boot=5, seed=0)
+    fig, (ax, ax2) = plt.subplots(1, 2)
+    detect.plot_froc(ax, res, "test")
+    assert len(ax.get_lines()) == len(res) + len(detect.FP_RATES) and ax.get_xscale() == "log"
+    assert [t.get_text().split(" (")[0] for t in ax.get_legend().get_texts()] == list(res)
+    g, (b, s) = gt[1], (dets["worse"][0][1], dets["worse"][1][1])
+    detect.draw_outcome(ax2, np.zeros((64, 64)), g, b, s, 0.0, "an image")
+    hits, misses, fps = detect.outcome(g, b, s, 0.0)
+    assert len(ax2.patches) == len(hits) + len(misses) + len(fps)
+    assert ax2.get_title().startswith("an image\n") and f"{len(fps)} FP" in ax2.get_title()
+    plt.close(fig)
+
+
+def test_sensitivity_at_equals_matching_only_the_detections_above_the_threshold(small_test_set):
+    gt, dets = small_test_set
+    det, scores = dets["worse"]
+    for thr in (0.0, 0.3, 0.7, 1.1):
+        hit = [detect.match_detections(g, b[s >= thr], s[s >= thr])[0] for g, b, s in zip(gt, det, scores)]
+        assert detect.sensitivity_at(gt, det, scores, thr) == np.mean(np.isfinite(np.concatenate(hit)))
+    with pytest.raises(ValueError, match="at least one lesion"):
+        detect.sensitivity_at([np.zeros((0, 4))], [np.zeros((0, 4))], [np.zeros(0)], 0.5)
+
+
+def test_lesion_boxes_of_a_3d_mask_with_two_parts_on_its_largest_slice():
+    mask = np.zeros((5, 20, 30), np.uint8)
+    mask[1:4, 2:6, 3:9] = 1  # a block over slices 1-3
+    mask[2, 10:15, 20:28] = 1  # a second part on slice 2 only, which is then the largest
+    size_mm, k, boxes = detect.lesion_boxes(mask, (2.0, 0.5, 0.5))
+    assert k == 2
+    assert size_mm == [3 * 2.0, 13 * 0.5, 25 * 0.5]
+    np.testing.assert_array_equal(boxes, phantoms.boxes_from_mask(ndimage.label(mask[2])[0]))
+    np.testing.assert_array_equal(boxes, [[3, 2, 9, 6], [20, 10, 28, 15]])
+    with pytest.raises(ValueError):
+        detect.lesion_boxes(np.zeros((2, 3, 3)), (1, 1, 1))
+
+
+def test_show_boxes_and_the_sensitivity_grid_draw_what_they_say():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2)
+    detect.show_boxes(ax, np.zeros((16, 16)), np.array([[2, 3, 6, 9], [0, 0, 4, 4]]), "two", color="red", vmin=0)
+    assert len(ax.patches) == 2 and ax.get_title() == "two" and not ax.axison
+    assert ax.patches[0].get_xy() == (1.5, 2.5) and ax.patches[0].get_width() == 4 and ax.patches[0].get_height() == 6
+    grid = np.array([[0.1, 0.5], [0.7, 1.0], [0.2, 0.3]])
+    detect.plot_sensitivity_grid(ax2, grid, (1.5, 3.0, 6.0), ["low", "high"])
+    assert sorted(t.get_text() for t in ax2.texts) == sorted(f"{v:.2f}" for v in grid.ravel())
+    assert [t.get_text() for t in ax2.get_xticklabels()] == ["low", "high"]
+    with pytest.raises(ValueError):
+        detect.plot_sensitivity_grid(ax2, grid, (1.5, 3.0), ["low", "high"])
+    plt.close(fig)

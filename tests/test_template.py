@@ -34,7 +34,6 @@ OVER_BUDGET = {
     "01_medical_imaging_data": 682,
     "02_cnn_classification": 1077,
     "03_attention_segmentation": 691,
-    "04_lesion_detection": 795,
     "05_gan_synthesis": 824,
     "06_challenges": 1046,
     "06_privacy": 773,
@@ -43,7 +42,6 @@ OVER_BUDGET = {
 LONG_HELPERS = {
     ("03_attention_segmentation", "train_pair"): 27,
     ("03_attention_segmentation", "evaluate"): 43,
-    ("04_lesion_detection", "evaluate"): 50,
     ("06_challenges", "train_imbalance"): 30,
 }
 

@@ -118,7 +118,11 @@ __all__ = [
     "results_table",
     "plot_froc",
     "detection_counts",
+    "sensitivity_at",
+    "plot_sensitivity_grid",
+    "lesion_boxes",
     "outcome",
+    "show_boxes",
     "draw_outcome",
 ]
 
@@ -1089,6 +1093,65 @@ def detection_counts(gt_boxes, det_boxes, det_scores, threshold: float) -> tuple
     return float(np.mean(n)), float(np.mean(dup))
 
 
+def sensitivity_at(gt_boxes, det_boxes, det_scores, threshold: float) -> float:
+    """The fraction of lesions hit by a detection scoring at least ``threshold`` (FROC's hit criterion).
+
+    The same as matching only the detections above the threshold (:func:`match_detections`), since
+    whether a detection hits a lesion does not depend on the other detections.
+
+    Taught in chapter 4, section 7 ("Sensitivity versus lesion size and contrast").
+    """
+    best = [match_detections(g, b, s)[0] for g, b, s in zip(*_lists(gt_boxes, det_boxes, det_scores))]
+    best = np.concatenate(best) if best else np.zeros(0)
+    if not len(best):
+        raise ValueError("sensitivity_at needs at least one lesion in gt_boxes")
+    return float(np.mean(best >= threshold))
+
+
+def plot_sensitivity_grid(ax, grid, radii, contrast_labels) -> None:
+    """Draw a radius x contrast grid of sensitivities on ``ax``: one cell per (radius, contrast), annotated.
+
+    ``grid[a, b]`` is the sensitivity (0..1) for lesions of radius ``radii[a]`` (pixels) and the
+    contrast labelled ``contrast_labels[b]``; radius grows upwards, contrast to the right.
+
+    Taught in chapter 4, section 7 ("Sensitivity versus lesion size and contrast").
+    """
+    grid = np.asarray(grid, float)
+    if grid.shape != (len(radii), len(contrast_labels)):
+        raise ValueError(f"grid has shape {grid.shape}, but {len(radii)} radii and {len(contrast_labels)} contrasts")
+    im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, origin="lower")
+    ax.set_xticks(range(len(contrast_labels)), list(contrast_labels))
+    ax.set_yticks(range(len(radii)), [f"{r:g}" for r in radii])
+    for (a, b), v in np.ndenumerate(grid):
+        ax.text(b, a, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 else "k")
+    ax.set_xlabel("lesion contrast")
+    ax.set_ylabel("lesion radius (px)")
+    ax.figure.colorbar(im, ax=ax, label="sensitivity")
+
+
+def lesion_boxes(mask, spacing_mm) -> tuple[list, int, np.ndarray]:
+    """The exact boxes of one lesion's 3-D mask ``(z, y, x)``: ``(size_mm, k, boxes_k)``.
+
+    ``size_mm`` is the side of the lesion's 3-D bounding box along z, y and x in millimetres (with
+    the voxel ``spacing_mm``); ``k`` the axial slice where the lesion's area is largest; ``boxes_k``
+    the ``(x0, y0, x1, y1)`` half-open boxes of its connected parts on that slice.
+
+    Taught in chapter 4, section 2.4 ("Real lesions with real masks: the pyradiomics scans").
+    """
+    from scipy import ndimage
+
+    mask = np.asarray(mask)
+    if mask.ndim != 3 or not mask.any():
+        raise ValueError(f"mask must be a 3-D (z, y, x) array that marks a lesion, got shape {mask.shape}")
+    zs, ys, xs = ndimage.find_objects((mask > 0).astype(np.int32))[0]  # the 3-D box of the whole lesion
+    size_mm = [(s.stop - s.start) * d for s, d in zip((zs, ys, xs), spacing_mm)]
+    k = int((mask > 0).sum(axis=(1, 2)).argmax())
+    labels, n = ndimage.label(mask[k] > 0)
+    boxes = [ndimage.find_objects(labels)[j] for j in range(n)]
+    boxes_k = np.array([[c.start, r.start, c.stop, r.stop] for r, c in boxes], np.int64).reshape(-1, 4)
+    return size_mm, k, boxes_k
+
+
 def outcome(gt, boxes, scores, threshold: float):
     """In one image, at a score threshold: ``(hit lesions, missed lesions, false-positive boxes)``.
 
@@ -1098,6 +1161,25 @@ def outcome(gt, boxes, scores, threshold: float):
     which = hit_index(gt, kept)
     found = np.isin(np.arange(len(gt)), which)
     return gt[found], gt[~found], kept[which < 0]
+
+
+def show_boxes(ax, image, boxes, title: str | None = None, *, color="yellow", lw: float = 0.8, fontsize=None, **imshow):
+    """Show ``image`` (grey) on ``ax`` with ``boxes`` drawn on the pixel edges, and no axes.
+
+    Boxes are ``(x0, y0, x1, y1)`` half-open pixel ranges (the module's convention): the box covers
+    the pixel centres ``x0 .. x1 - 1``, so its outline runs from ``x0 - 0.5`` to ``x1 - 0.5``.
+    Further keywords go to ``ax.imshow`` (``vmin``, ``vmax``...).
+
+    Taught in chapter 4, section 2 ("The data, shown before it is modelled").
+    """
+    from matplotlib.patches import Rectangle
+
+    ax.imshow(image, **{"cmap": "gray", **imshow})
+    for x0, y0, x1, y1 in _boxes("boxes", boxes):
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=color, lw=lw))
+    if title is not None:
+        ax.set_title(title, fontsize=fontsize)
+    ax.axis("off")
 
 
 def draw_outcome(ax, image, gt, boxes, scores, threshold: float, title: str) -> None:
