@@ -268,3 +268,14 @@ def test_the_notebook_time_limit_stops_the_kernel_too(tmp_path):
     assert not kernels, "the kernel of a stopped submission is still running"
     rows = list(csv.DictReader(open(tmp_path / "g" / "grades.csv", encoding="utf-8")))
     assert [r["status"] for r in rows] == ["timeout"] * 3  # killed before it could save what ran
+
+
+def test_match_chapter_tells_two_notebooks_of_one_chapter_apart(tmp_path):
+    chapters = [tmp_path / n for n in ("01_data.ipynb", "06_challenges.ipynb", "06_privacy.ipynb")]
+    match = lambda name: grade.match_chapter(tmp_path / "alice" / name, chapters)  # noqa: E731
+    assert match("06_privacy.ipynb") == chapters[2]
+    assert match("06_challenges.ipynb") == chapters[1]
+    assert match("06_privacy-alice.ipynb") == chapters[2]
+    assert match("01_mine.ipynb") == chapters[0]  # a unique prefix still matches
+    assert match("06_mine.ipynb") is None  # two chapters share it: neither is guessed
+    assert match("notes.ipynb") is None

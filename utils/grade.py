@@ -3,7 +3,7 @@
 A submission is a student's notebook, or a folder of them. A folder given on the command line either
 holds one folder per student (nbgrader's ``submitted/<student>/<assignment>/`` layout works) or is one
 student's folder. The student's name is the first folder below the argument, or the folder that holds
-the file. Each notebook is matched to the teacher's chapter by its two-digit prefix (``01_`` ... ``06_``)
+the file. Each notebook is matched to the teacher's chapter by its file name (see :func:`match_chapter`)
 in ``--source`` (default ``notebooks/``).
 
 For each notebook the grader does the following.
@@ -397,10 +397,23 @@ def collect(args_paths: list[Path]) -> list[Submission]:
 
 
 def match_chapter(path: Path, chapters: list[Path]) -> Path | None:
+    """The teacher's chapter that a submitted notebook answers, or ``None``.
+
+    By file name first (``06_privacy.ipynb``), then by the longest chapter name that the submission's name
+    starts with (``06_privacy-alice.ipynb``), then by the two-digit prefix (``06_mine.ipynb``) when exactly one
+    chapter has it: chapter 6 has two notebooks, so ``06_`` alone names neither.
+    """
+    for c in chapters:
+        if c.name == path.name:
+            return c
+    prefixed = [c for c in chapters if path.stem.startswith(c.stem)]
+    if prefixed:
+        return max(prefixed, key=lambda c: len(c.stem))
     m = re.match(r"(\d\d)_", path.name)
     if not m:
         return None
-    return next((c for c in chapters if c.name.startswith(m.group(1) + "_")), None)
+    same = [c for c in chapters if c.name.startswith(m.group(1) + "_")]
+    return same[0] if len(same) == 1 else None
 
 
 def write_outputs(subs: list[Submission], out: Path) -> None:
@@ -480,7 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     for sub in subs:
         sub.chapter = match_chapter(sub.path, chapters)
         if sub.chapter is None:
-            sub.problems.append("no chapter matches its name (expected it to start with 01_ ... 06_); not graded")
+            sub.problems.append(
+                "no chapter matches its name (expected a chapter's file name, such as 01_medical_imaging_data.ipynb); not graded"
+            )
         else:
             todo.append(sub)
 
