@@ -46,7 +46,7 @@ def _flat(arrays) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-# 6.p1 consistent UIDs (section 4.1)
+# 6.p1 consistent UIDs (part 2, section 1)
 # ---------------------------------------------------------------------------
 
 
@@ -116,7 +116,7 @@ def _with_other_hash_salt(fn: Callable, args: list[tuple]) -> list:
 def ex_6_p1(
     uid_first: Any, uid_second: Any, same_twice: Any, my_uid: Callable, uids: Sequence[str], salt: str
 ) -> exercises.CheckResult:
-    """Exercise 6.p1 (section 4.1): pydicom's ``generate_uid(prefix=None, ...)`` pitfall, and a keyed UID map.
+    """Exercise 6.p1 (part 2, section 1): pydicom's ``generate_uid(prefix=None, ...)`` pitfall, and a keyed UID map.
 
     (a) ``uid_first`` and ``uid_second`` must be two results of ``generate_uid(prefix=None,
     entropy_srcs=[...])`` (valid ``2.25.`` UIDs of random UUIDs), and ``same_twice`` a ``bool`` equal
@@ -191,14 +191,14 @@ def ex_6_p1(
 
 
 # ---------------------------------------------------------------------------
-# 6.p2 FedAvg by hand (section 4.2)
+# 6.p2 FedAvg by hand (part 2, section 2)
 # ---------------------------------------------------------------------------
 
 
 def ex_6_p2(
     my_fedavg: Callable, real_weights: Sequence[Sequence[np.ndarray]], sizes: Sequence[int], *, seed: int = 0
 ) -> exercises.CheckResult:
-    """Exercise 6.p2 (section 4.2): ``my_fedavg(weight_lists, sizes)`` against :func:`utils.privacy.fedavg`.
+    """Exercise 6.p2 (part 2, section 2): ``my_fedavg(weight_lists, sizes)`` against :func:`utils.privacy.fedavg`.
 
     Compared on the given real weight lists (one per client) with the given sizes, and on random
     arrays of two layers with sizes 1, 2, 3 and 10 (a plain, unweighted mean fails there).
@@ -220,12 +220,12 @@ def ex_6_p2(
 
 
 # ---------------------------------------------------------------------------
-# 6.p3 clipping by hand (section 4.3)
+# 6.p3 clipping by hand (part 2, section 3)
 # ---------------------------------------------------------------------------
 
 
 def ex_6_p3(my_clipped_mean: Callable, per_example: Sequence) -> exercises.CheckResult:
-    """Exercise 6.p3 (section 4.3): ``my_clipped_mean(per_example, C)`` against :func:`utils.privacy.clip_and_noise`.
+    """Exercise 6.p3 (part 2, section 3): ``my_clipped_mean(per_example, C)`` against :func:`utils.privacy.clip_and_noise`.
 
     On the given per-example gradients (a list of arrays, first axis = example) with σ = 0 and B = the
     number of examples, for C = 0.05, 0.5 and 10⁶ (strong clipping, some clipping, none). Clipping each
