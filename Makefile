@@ -37,7 +37,7 @@ book: run
 # backend (TensorFlow-only steps skip themselves there with the reason).
 KERAS_TESTS := tests/test_classify.py tests/test_segment.py tests/test_detect.py tests/test_gan.py \
 	tests/test_quality.py tests/test_privacy.py tests/test_scale.py tests/test_metrics.py \
-	tests/test_course.py tests/test_determinism.py
+	tests/test_course.py tests/test_determinism.py tests/test_backends.py
 
 JAX_TESTS := KERAS_BACKEND=jax $(PY) -m pytest -m "not slow" $(KERAS_TESTS)
 

@@ -84,7 +84,6 @@ def _train_few(seed):
     return model, before, d_before, hist.history
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="GAN.train_step supports TensorFlow only")
 def test_train_steps_change_weights_and_are_deterministic():
     m1, g0, d0, h1 = _train_few(3)
     changed_g = any(not np.allclose(a, b) for a, b in zip(g0, m1.generator.get_weights()))

@@ -194,7 +194,7 @@ def minimax_terms(real_logits: np.ndarray, fake_logits: np.ndarray) -> dict[str,
 
 
 # ---------------------------------------------------------------------------
-# the GAN model (TensorFlow training step)
+# the GAN model (one training step per backend)
 # ---------------------------------------------------------------------------
 
 
@@ -212,8 +212,24 @@ class GAN(keras.Model):
     without NaNs, and it caps |logit| at 1, so D can never be more than
     σ(1) ≈ 73 % sure.
 
-    Supported backend: **TensorFlow** (``tf.GradientTape``); other backends
-    raise ``NotImplementedError`` in :meth:`train_step`.
+    **Backends.** :meth:`train_step` is written once per backend, following the
+    keras-io guides "Customizing what happens in ``fit()``" for each of them, and
+    the three compute the same update:
+
+    * **TensorFlow**: two ``tf.GradientTape`` blocks and ``optimizer.apply_gradients``;
+    * **JAX**: a pure function of the training state, jitted once: ``jax.value_and_grad``
+      over ``stateless_call`` of each network, ``optimizer.stateless_apply`` for each
+      optimiser, ``stateless_update_state`` for the metrics, and the noise drawn inside a
+      :class:`keras.StatelessScope` so that the seed generator's state is threaded through.
+      Keras' JAX trainer carries only ``model.optimizer``'s variables in its state, so the
+      two optimisers' variables are read before and written back after each step, and
+      ``compile`` sets ``jit_compile=False`` for Keras' outer step (the inner step is
+      jitted; ``compile(run_eagerly=True)`` runs it un-jitted, for debugging);
+    * **PyTorch**: ``zero_grad``, ``backward`` and ``optimizer.apply`` under ``torch.no_grad``.
+
+    The random streams differ between backends (each has its own generator), so two
+    backends give different runs for the same seed; with the same noise and weights,
+    one step gives the same numbers on all three (a unit test checks this).
     """
 
     def __init__(
@@ -236,12 +252,27 @@ class GAN(keras.Model):
         self.seed_generator = keras.random.SeedGenerator(int(seed))
         gan_losses(np.zeros((1, 1), "float32"), np.zeros((1, 1), "float32"), generator_loss=generator_loss)
         self.trackers = {k: keras.metrics.Mean(name=k) for k in ("d_loss", "g_loss", "d_real", "d_fake")}
+        self._jax_step = None
+        # Both networks are built (functional models), so the GAN is too: without this, the JAX and PyTorch
+        # trainers would try to build it by calling it on a batch of real images.
+        self.built = True
 
     def compile(self, d_optimizer, g_optimizer, **kwargs):
-        """Set the two optimisers (one per network)."""
+        """Set the two optimisers (one per network).
+
+        On JAX both are built here (their variables must exist before the jitted step is
+        traced), and Keras' own jit of the step is switched off (see the class docstring).
+        """
+        if keras.backend.backend() == "jax":
+            self._jax_jit = not kwargs.get("run_eagerly", False) and kwargs.get("jit_compile", "auto") is not False
+            kwargs["jit_compile"] = False
         super().compile(**kwargs)
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
+        self._jax_step = None
+        if keras.backend.backend() == "jax":
+            d_optimizer.build(self.discriminator.trainable_variables)
+            g_optimizer.build(self.generator.trainable_variables)
 
     @property
     def metrics(self):
@@ -255,26 +286,61 @@ class GAN(keras.Model):
         """Generate images from ``z`` (or ``[z, onehot]`` for a conditional GAN)."""
         return self.generator(z, training=training)
 
-    def train_step(self, data):
-        """One discriminator update and one generator update (TensorFlow backend only)."""
-        if keras.backend.backend() != "tensorflow":
-            raise NotImplementedError(
-                f"utils.gan.GAN.train_step uses tf.GradientTape and supports the tensorflow backend only, "
-                f"not {keras.backend.backend()!r}; set KERAS_BACKEND=tensorflow"
-            )
-        import tensorflow as tf
-
+    def _unpack(self, data):
+        """``(real images, one-hot labels or None)`` from a batch of ``fit``."""
         ops = keras.ops
-        if isinstance(data, tuple):
+        if isinstance(data, (tuple, list)):
             real, labels = data[0], data[1] if len(data) > 1 else None
         else:
             real, labels = data, None
         if self.n_classes and labels is None:
             raise ValueError("a conditional GAN (n_classes > 0) needs labels: call fit(x, labels)")
-        batch = ops.shape(real)[0]
         onehot = ops.one_hot(ops.reshape(ops.cast(labels, "int32"), (-1,)), self.n_classes) if self.n_classes else None
+        return real, onehot
 
-        z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
+    def draw_latent(self, batch):
+        """``batch`` noise vectors z ~ N(0, I) from the model's seeded generator (one draw per call)."""
+        return keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
+
+    def train_step(self, *args):
+        """One discriminator update and one generator update (TensorFlow, JAX or PyTorch backend).
+
+        On JAX, Keras calls ``train_step(state, data)`` and expects ``(logs, state)``; on the
+        other backends ``train_step(data)`` returns the logs.
+        """
+        name = keras.backend.backend()
+        if name == "tensorflow":
+            return self._train_step_tensorflow(*args)
+        if name == "jax":
+            return self._train_step_jax(*args)
+        if name == "torch":
+            return self._train_step_torch(*args)
+        raise NotImplementedError(
+            f"utils.gan.GAN.train_step supports the tensorflow, jax and torch backends, not {name!r}"
+        )
+
+    def _logs(self, d_loss, g_loss):
+        logs = {k: m.result() for k, m in self.trackers.items()}  # means over the epoch so far
+        logs.update(d_loss_step=d_loss, g_loss_step=g_loss)  # this step's values (for StepHistory)
+        return logs
+
+    def _update_trackers(self, d_loss, g_loss, real_logits, fake_logits):
+        ops = keras.ops
+        self.trackers["d_loss"].update_state(d_loss)
+        self.trackers["g_loss"].update_state(g_loss)
+        self.trackers["d_real"].update_state(ops.mean(ops.sigmoid(real_logits)))
+        self.trackers["d_fake"].update_state(ops.mean(ops.sigmoid(fake_logits)))
+
+    # --- TensorFlow: tf.GradientTape -------------------------------------------------------------------------
+
+    def _train_step_tensorflow(self, data):
+        import tensorflow as tf
+
+        ops = keras.ops
+        real, onehot = self._unpack(data)
+        batch = ops.shape(real)[0]
+
+        z = self.draw_latent(batch)
         fake = self.generator(self._inputs(z, onehot), training=True)
         with tf.GradientTape() as tape:
             real_logits = self.discriminator(self._inputs(real, onehot), training=True)
@@ -283,7 +349,7 @@ class GAN(keras.Model):
         grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
         self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
 
-        z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
+        z = self.draw_latent(batch)
         with tf.GradientTape() as tape:
             fake = self.generator(self._inputs(z, onehot), training=True)
             fake_logits2 = self.discriminator(self._inputs(fake, onehot), training=True)
@@ -291,13 +357,129 @@ class GAN(keras.Model):
         grads = tape.gradient(g_loss, self.generator.trainable_weights)
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
 
-        self.trackers["d_loss"].update_state(d_loss)
-        self.trackers["g_loss"].update_state(g_loss)
-        self.trackers["d_real"].update_state(ops.mean(ops.sigmoid(real_logits)))
-        self.trackers["d_fake"].update_state(ops.mean(ops.sigmoid(fake_logits)))
-        logs = {k: m.result() for k, m in self.trackers.items()}  # means over the epoch so far
-        logs.update(d_loss_step=d_loss, g_loss_step=g_loss)  # this step's values (for StepHistory)
-        return logs
+        self._update_trackers(d_loss, g_loss, real_logits, fake_logits)
+        return self._logs(d_loss, g_loss)
+
+    # --- PyTorch: zero_grad, backward, optimizer.apply ---------------------------------------------------------
+
+    def _train_step_torch(self, data):
+        import torch
+
+        real, onehot = self._unpack(data)
+        batch = keras.ops.shape(real)[0]
+        d_weights, g_weights = self.discriminator.trainable_weights, self.generator.trainable_weights
+
+        z = self.draw_latent(batch)
+        with torch.no_grad():  # the fakes are constants of the discriminator's loss (as outside TF's tape)
+            fake = self.generator(self._inputs(z, onehot), training=True)
+        self.zero_grad()
+        real_logits = self.discriminator(self._inputs(real, onehot), training=True)
+        fake_logits = self.discriminator(self._inputs(fake, onehot), training=True)
+        d_loss, _ = gan_losses(real_logits, fake_logits, generator_loss=self.generator_loss)
+        d_loss.backward()
+        grads = [v.value.grad for v in d_weights]
+        with torch.no_grad():
+            self.d_optimizer.apply(grads, d_weights)
+
+        z = self.draw_latent(batch)
+        self.zero_grad()
+        fake = self.generator(self._inputs(z, onehot), training=True)
+        fake_logits2 = self.discriminator(self._inputs(fake, onehot), training=True)
+        _, g_loss = gan_losses(real_logits.detach(), fake_logits2, generator_loss=self.generator_loss)
+        g_loss.backward()
+        grads = [v.value.grad for v in g_weights]
+        with torch.no_grad():
+            self.g_optimizer.apply(grads, g_weights)
+        self.zero_grad()  # no gradient left on the discriminator's weights from the generator's loss
+
+        d_loss, g_loss = d_loss.detach(), g_loss.detach()
+        self._update_trackers(d_loss, g_loss, real_logits.detach(), fake_logits.detach())
+        return self._logs(d_loss, g_loss)
+
+    # --- JAX: a pure, jitted function of the state ------------------------------------------------------------
+
+    def _train_step_jax(self, state, data):
+        import jax
+
+        trainable, non_trainable, optimizer_vars, metrics_vars = state
+        real, onehot = self._unpack(data)
+        if self._jax_step is None:
+            jit = getattr(self, "_jax_jit", True)
+            self._jax_step = jax.jit(self._jax_pure_step) if jit else self._jax_pure_step
+        d_opt = [v.value for v in self.d_optimizer.variables]
+        g_opt = [v.value for v in self.g_optimizer.variables]
+        trainable, non_trainable, d_opt, g_opt, metrics_vars, logs = self._jax_step(
+            list(trainable), list(non_trainable), d_opt, g_opt, list(metrics_vars), real, onehot
+        )
+        for v, value in zip(self.d_optimizer.variables, d_opt):
+            v.assign(value)
+        for v, value in zip(self.g_optimizer.variables, g_opt):
+            v.assign(value)
+        return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+    def _jax_pure_step(self, trainable, non_trainable, d_opt, g_opt, metrics_vars, real, onehot):
+        """The JAX step as a pure function: (state, batch) → (new state, logs); no Keras variable is touched."""
+        import jax
+
+        ops = keras.ops
+        gen, disc = self.generator, self.discriminator
+        t_pos = {id(v): i for i, v in enumerate(self.trainable_variables)}
+        n_pos = {id(v): i for i, v in enumerate(self.non_trainable_variables)}
+        pick_t = lambda model, values: [values[t_pos[id(v)]] for v in model.trainable_variables]  # noqa: E731
+        pick_n = lambda model, values: [values[n_pos[id(v)]] for v in model.non_trainable_variables]  # noqa: E731
+        g_t, g_n = pick_t(gen, trainable), pick_n(gen, non_trainable)
+        d_t, d_n = pick_t(disc, trainable), pick_n(disc, non_trainable)
+        seed_state = non_trainable[n_pos[id(self.seed_generator.state)]]
+        batch = real.shape[0]
+
+        def draw(seed_state):
+            with keras.StatelessScope(state_mapping=[(self.seed_generator.state, seed_state)]) as scope:
+                z = self.draw_latent(batch)
+            return z, scope.get_current_value(self.seed_generator.state)
+
+        def d_loss_fn(d_t, d_n, fake):
+            real_logits, d_n = disc.stateless_call(d_t, d_n, self._inputs(real, onehot), training=True)
+            fake_logits, d_n = disc.stateless_call(d_t, d_n, self._inputs(fake, onehot), training=True)
+            d_loss, _ = gan_losses(real_logits, fake_logits, generator_loss=self.generator_loss)
+            return d_loss, (real_logits, fake_logits, d_n)
+
+        def g_loss_fn(g_t, g_n, d_n, z, real_logits):
+            fake, g_n = gen.stateless_call(g_t, g_n, self._inputs(z, onehot), training=True)
+            fake_logits2, d_n = disc.stateless_call(d_t, d_n, self._inputs(fake, onehot), training=True)
+            _, g_loss = gan_losses(real_logits, fake_logits2, generator_loss=self.generator_loss)
+            return g_loss, (g_n, d_n)
+
+        z, seed_state = draw(seed_state)
+        fake, g_n = gen.stateless_call(g_t, g_n, self._inputs(z, onehot), training=True)
+        (d_loss, (real_logits, fake_logits, d_n)), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d_t, d_n, fake)
+        d_t, d_opt = self.d_optimizer.stateless_apply(d_opt, grads, d_t)
+
+        z, seed_state = draw(seed_state)
+        (g_loss, (g_n, d_n)), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(g_t, g_n, d_n, z, real_logits)
+        g_t, g_opt = self.g_optimizer.stateless_apply(g_opt, grads, g_t)
+
+        for model, t_new, n_new in ((gen, g_t, g_n), (disc, d_t, d_n)):
+            for v, value in zip(model.trainable_variables, t_new):
+                trainable[t_pos[id(v)]] = value
+            for v, value in zip(model.non_trainable_variables, n_new):
+                non_trainable[n_pos[id(v)]] = value
+        non_trainable[n_pos[id(self.seed_generator.state)]] = seed_state
+
+        values = {
+            "d_loss": d_loss,
+            "g_loss": g_loss,
+            "d_real": ops.mean(ops.sigmoid(real_logits)),
+            "d_fake": ops.mean(ops.sigmoid(fake_logits)),
+        }
+        new_metrics, logs, start = [], {}, 0
+        for name, metric in self.trackers.items():
+            own = metrics_vars[start : start + len(metric.variables)]
+            start += len(metric.variables)
+            own = metric.stateless_update_state(own, values[name])
+            logs[name] = metric.stateless_result(own)
+            new_metrics += list(own)
+        logs.update(d_loss_step=d_loss, g_loss_step=g_loss)
+        return trainable, non_trainable, d_opt, g_opt, new_metrics, logs
 
 
 def make_gan(

@@ -26,8 +26,9 @@ Three ways of protecting patients, each with what it does *not* protect against:
   Abadi et al. (2016) (clip every example's gradient to L2 norm C, sum, add
   Gaussian noise N(0, σ²C²), divide by the expected batch size) in
   ``keras.ops``; :func:`per_example_gradients` computes the per-example
-  gradients and is **TensorFlow-backend only** (``tf.vectorized_map`` over a
-  ``tf.GradientTape``); :func:`train_dp_sgd` trains with Poisson-sampled
+  gradients on any backend (``tf.vectorized_map`` over a ``tf.GradientTape``,
+  ``jax.vmap(jax.grad(...))`` or ``torch.func.vmap(torch.func.grad(...))`` over
+  ``stateless_call``, or micro-batches of one); :func:`train_dp_sgd` trains with Poisson-sampled
   batches (seeded for lessons, or ``secure=True``: sampling and noise seeds from
   the operating system's entropy, for a real release), and :func:`dp_epsilon` reports ε with Google's ``dp_accounting``
   library (RDP or PLD accountant).
@@ -948,32 +949,119 @@ def federated_averaging(
 # ---------------------------------------------------------------------------
 
 
-def per_example_gradients(model, loss_fn: Callable, x, y) -> list:
-    """Gradients of ``loss_fn(y_i, model(x_i))`` for every example ``i`` separately (leading axis = example).
+def _backend() -> str:
+    import keras
 
-    **TensorFlow backend only**: ``tf.vectorized_map`` over a function that
-    takes one example's gradient inside a ``tf.GradientTape``.  (On JAX the same
-    is ``jax.vmap(jax.grad(...))`` over ``model.stateless_call``; on PyTorch
-    ``torch.func.vmap(torch.func.grad(...))``; not implemented here.)
+    return keras.backend.backend()
+
+
+def loss_gradients(model, loss_fn: Callable, x, y) -> list:
+    """Gradients of the batch loss ``loss_fn(y, model(x, training=True))`` w.r.t. ``model.trainable_variables``.
+
+    Any backend: ``tf.GradientTape`` on TensorFlow, ``jax.grad`` over ``model.stateless_call`` on JAX,
+    ``torch.autograd.grad`` on PyTorch.  Returns backend tensors, one per trainable variable.
     """
     import keras
 
-    if keras.backend.backend() != "tensorflow":
-        raise NotImplementedError(
-            f"per_example_gradients needs the TensorFlow backend (KERAS_BACKEND=tensorflow); "
-            f"the active backend is {keras.backend.backend()!r}"
-        )
-    import tensorflow as tf
-
+    name = _backend()
     variables = model.trainable_variables
+    if name == "tensorflow":
+        import tensorflow as tf
 
-    def one(args):
-        xi, yi = args
         with tf.GradientTape() as tape:
-            loss = loss_fn(yi[None], model(xi[None], training=True))
+            loss = loss_fn(y, model(x, training=True))
         return tape.gradient(loss, variables)
+    if name == "jax":
+        import jax
 
-    return tf.vectorized_map(one, (x, y))
+        nt = [v.value for v in model.non_trainable_variables]
+
+        def f(tv):
+            out, _ = model.stateless_call(tv, nt, x, training=True)
+            return loss_fn(y, out)
+
+        return jax.grad(f)([v.value for v in variables])
+    if name == "torch":
+        import torch
+
+        x, y = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
+        loss = loss_fn(y, model(x, training=True))
+        return list(torch.autograd.grad(loss, [v.value for v in variables]))
+    raise NotImplementedError(f"loss_gradients supports the tensorflow, jax and torch backends, not {name!r}")
+
+
+def per_example_gradients(model, loss_fn: Callable, x, y, *, method: str = "vectorized") -> list:
+    """Gradients of ``loss_fn(y_i, model(x_i))`` for every example ``i`` separately (leading axis = example).
+
+    ``method="vectorized"`` maps the one-example gradient over the batch with the backend's
+    vectorising map: ``tf.vectorized_map`` over a ``tf.GradientTape`` (TensorFlow),
+    ``jax.vmap(jax.grad(...))`` over ``model.stateless_call`` (JAX), ``torch.func.vmap(torch.func.grad(...))``
+    over ``model.stateless_call`` (PyTorch).  ``method="loop"`` takes the examples one at a time
+    (micro-batches of one, :func:`loss_gradients`) and stacks the results: slower, the same numbers.
+    The model's non-trainable state (batch-norm statistics, seeds) is read but not updated: DP-SGD's
+    models should not mix examples (no batch normalisation, see :func:`small_cnn`).
+    """
+    from keras import ops
+
+    if method not in ("vectorized", "loop"):
+        raise ValueError(f"method must be 'vectorized' or 'loop', got {method!r}")
+    name = _backend()
+    if method == "loop":
+        x, y = ops.convert_to_tensor(x), ops.convert_to_tensor(y)
+        per = [loss_gradients(model, loss_fn, x[i : i + 1], y[i : i + 1]) for i in range(int(ops.shape(x)[0]))]
+        return [ops.stack([ops.convert_to_tensor(p[k]) for p in per]) for k in range(len(model.trainable_variables))]
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        variables = model.trainable_variables
+
+        def one(args):
+            xi, yi = args
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yi[None], model(xi[None], training=True))
+            return tape.gradient(loss, variables)
+
+        return tf.vectorized_map(one, (x, y))
+    tv = [v.value for v in model.trainable_variables]
+    nt = [v.value for v in model.non_trainable_variables]
+    if name == "jax":
+        return _jax_per_example(model, loss_fn)(tv, nt, ops.convert_to_tensor(x), ops.convert_to_tensor(y))
+    if name == "torch":
+        try:
+            return _torch_per_example(
+                model,
+                loss_fn,
+                [t.detach() for t in tv],
+                [t.detach() for t in nt],
+                ops.convert_to_tensor(x),
+                ops.convert_to_tensor(y),
+            )
+        except RuntimeError:
+            # torch.func.vmap does not batch every layer: Keras' Conv2D clones a channels-last tensor, which vmap
+            # does not support (PyTorch 2.13); micro-batches of one give the same gradients
+            return per_example_gradients(model, loss_fn, x, y, method="loop")
+    raise NotImplementedError(f"per_example_gradients supports the tensorflow, jax and torch backends, not {name!r}")
+
+
+def _jax_per_example(model, loss_fn):
+    """``f(trainable, non_trainable, x, y)`` → per-example gradients, with ``jax.vmap(jax.grad)`` (pure; jittable)."""
+    import jax
+
+    def loss_one(tv, nt, xi, yi):
+        out, _ = model.stateless_call(tv, nt, xi[None], training=True)
+        return loss_fn(yi[None], out)
+
+    return jax.vmap(jax.grad(loss_one), in_axes=(None, None, 0, 0))
+
+
+def _torch_per_example(model, loss_fn, tv, nt, x, y):
+    from torch.func import grad, vmap
+
+    def loss_one(tv, xi, yi):
+        out, _ = model.stateless_call(tv, nt, xi[None], training=True)
+        return loss_fn(yi[None], out)
+
+    return list(vmap(grad(loss_one), in_dims=(None, 0, 0))(tv, x, y))
 
 
 def clip_and_noise(
@@ -1030,7 +1118,7 @@ def train_dp_sgd(
     seed: int | None = 0,
     secure: bool = False,
 ) -> dict:
-    """Train ``model`` (logits output) with DP-SGD on ``(x, y)``; **TensorFlow backend only**.
+    """Train ``model`` (logits output) with DP-SGD on ``(x, y)``, on the TensorFlow, JAX or PyTorch backend.
 
     Batches are drawn by **Poisson sampling** (every example independently with
     probability ``q = B / N`` at every step), which is the sampling the privacy
@@ -1057,7 +1145,6 @@ def train_dp_sgd(
     coordinate to blunt the floating-point attack.  ``dict["secure"]`` records which mode ran.
     """
     import keras
-    import tensorflow as tf
 
     if secure and seed is not None:
         raise ValueError(
@@ -1076,52 +1163,34 @@ def train_dp_sgd(
     optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum)
     optimizer.build(model.trainable_variables)
     noise_seed = keras.random.SeedGenerator(secrets.randbits(62) if secure else seed)
-    spec = (tf.TensorSpec((None,) + tuple(x.shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int64))
-
-    @tf.function(input_signature=spec)
-    def step(xb, yb):
-        pe = per_example_gradients(model, loss_fn, xb, yb)
-        grads, norms = clip_and_noise(
-            pe,
-            l2_norm_clip=l2_norm_clip,
-            noise_multiplier=noise_multiplier,
-            expected_batch_size=float(expected_batch_size),
-            seed=noise_seed,
-        )
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return tf.reduce_mean(norms)
-
-    @tf.function
-    def noise_only_step():
-        # an empty Poisson batch: the update is the noise alone (skipping it would change the privacy analysis)
-        empty = [tf.zeros((0,) + tuple(v.shape), v.dtype) for v in model.trainable_variables]
-        grads, _ = clip_and_noise(
-            empty,
-            l2_norm_clip=l2_norm_clip,
-            noise_multiplier=noise_multiplier,
-            expected_batch_size=float(expected_batch_size),
-            seed=noise_seed,
-        )
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-
-    rng = None if secure else np.random.default_rng(seed)
+    agg = dict(
+        l2_norm_clip=l2_norm_clip, noise_multiplier=noise_multiplier, expected_batch_size=float(expected_batch_size)
+    )
     x = np.asarray(x, dtype="float32")
     y = np.asarray(y).reshape(-1).astype("int64")
+    step, noise_only_step, finish = _dp_steps(
+        model, loss_fn, optimizer, noise_seed, agg, x.shape[1:], int(expected_batch_size)
+    )
+
+    rng = None if secure else np.random.default_rng(seed)
     mean_norms, seen = [], 0
     t0 = time.perf_counter()
-    for _ in range(steps):
-        if secure:
-            idx = np.flatnonzero(secure_uniform(n) < q)
-            # a fresh noise seed from OS entropy every step (Keras' generators cannot take a CSPRNG stream)
-            noise_seed.state.assign(np.array([secrets.randbits(62), secrets.randbits(62)], dtype="int64"))
-        else:
-            idx = np.flatnonzero(rng.random(n) < q)
-        if len(idx):
-            mean_norms.append(float(step(x[idx], y[idx])))
-        else:
-            noise_only_step()
-            mean_norms.append(float("nan"))
-        seen += len(idx)
+    try:
+        for _ in range(steps):
+            if secure:
+                idx = np.flatnonzero(secure_uniform(n) < q)
+                # a fresh noise seed from OS entropy every step (Keras' generators cannot take a CSPRNG stream)
+                noise_seed.state.assign(np.array([secrets.randbits(62), secrets.randbits(62)], dtype="int64"))
+            else:
+                idx = np.flatnonzero(rng.random(n) < q)
+            if len(idx):
+                mean_norms.append(float(step(x[idx], y[idx])))
+            else:
+                noise_only_step()
+                mean_norms.append(float("nan"))
+            seen += len(idx)
+    finally:
+        finish()
     return dict(
         steps=steps,
         sampling_probability=q,
@@ -1130,6 +1199,101 @@ def train_dp_sgd(
         mean_norm=np.asarray(mean_norms),
         secure=bool(secure),
     )
+
+
+def _dp_steps(model, loss_fn, optimizer, noise_seed, agg: dict, example_shape, expected_batch_size: int):
+    """``(step(xb, yb) -> mean norm, noise_only_step(), finish())`` of DP-SGD for the active backend.
+
+    TensorFlow: two ``tf.function``s (a batch of any size without retracing).  JAX: one jitted pure function
+    of the weights, the optimizer state and the noise seed; a Poisson batch is padded with masked examples
+    (zero gradient) to a multiple of ``max(8, B // 4)`` so that only a few batch sizes are compiled, and an
+    empty batch is an all-masked one (the update is the noise alone).  PyTorch: eager, under ``torch.no_grad``
+    for the update.  ``finish()`` writes the JAX state back into the Keras variables.
+    """
+    import keras
+    from keras import ops
+
+    name = _backend()
+    variables = model.trainable_variables
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        spec = (tf.TensorSpec((None,) + tuple(example_shape), tf.float32), tf.TensorSpec((None,), tf.int64))
+
+        @tf.function(input_signature=spec)
+        def step(xb, yb):
+            pe = per_example_gradients(model, loss_fn, xb, yb)
+            grads, norms = clip_and_noise(pe, seed=noise_seed, **agg)
+            optimizer.apply_gradients(zip(grads, variables))
+            return tf.reduce_mean(norms)
+
+        @tf.function
+        def noise_only_step():
+            # an empty Poisson batch: the update is the noise alone (skipping it would change the privacy analysis)
+            empty = [tf.zeros((0,) + tuple(v.shape), v.dtype) for v in variables]
+            grads, _ = clip_and_noise(empty, seed=noise_seed, **agg)
+            optimizer.apply_gradients(zip(grads, variables))
+
+        return step, noise_only_step, lambda: None
+    if name == "torch":
+        import torch
+
+        def step(xb, yb):
+            pe = per_example_gradients(model, loss_fn, xb, yb)
+            with torch.no_grad():
+                grads, norms = clip_and_noise(pe, seed=noise_seed, **agg)
+                optimizer.apply(grads, variables)
+            return ops.convert_to_numpy(ops.mean(norms))
+
+        def noise_only_step():
+            empty = [ops.zeros((0,) + tuple(v.shape), v.dtype) for v in variables]
+            with torch.no_grad():
+                grads, _ = clip_and_noise(empty, seed=noise_seed, **agg)
+                optimizer.apply(grads, variables)
+
+        return step, noise_only_step, lambda: None
+    if name != "jax":
+        raise NotImplementedError(f"train_dp_sgd supports the tensorflow, jax and torch backends, not {name!r}")
+    import jax
+
+    per_example = _jax_per_example(model, loss_fn)
+
+    def pure(tv, nt, opt, seed_state, xb, yb, mask):
+        pe = per_example(tv, nt, xb, yb)
+        pe = [g * ops.reshape(mask, (-1,) + (1,) * (len(g.shape) - 1)) for g in pe]  # padding: zero gradient
+        with keras.StatelessScope(state_mapping=[(noise_seed.state, seed_state)]) as scope:
+            grads, norms = clip_and_noise(pe, seed=noise_seed, **agg)
+        seed_state = scope.get_current_value(noise_seed.state)
+        tv, opt = optimizer.stateless_apply(opt, grads, tv)
+        return tv, opt, seed_state, ops.sum(norms * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+    jitted = jax.jit(pure)
+    state = {"tv": [v.value for v in variables], "opt": [v.value for v in optimizer.variables]}
+    nt = [v.value for v in model.non_trainable_variables]
+    bucket = max(8, expected_batch_size // 4)
+
+    def run(xb, yb, k):
+        size = max(bucket, -(-k // bucket) * bucket)
+        xp = np.zeros((size,) + tuple(example_shape), "float32")
+        yp = np.zeros((size,), "int32")
+        xp[:k], yp[:k] = xb[:k], yb[:k]
+        mask = (np.arange(size) < k).astype("float32")
+        state["tv"], state["opt"], seed_state, mean = jitted(
+            state["tv"], nt, state["opt"], noise_seed.state.value, xp, yp, mask
+        )
+        noise_seed.state.assign(seed_state)
+        return mean
+
+    def finish():
+        for v, value in zip(variables, state["tv"]):
+            v.assign(value)
+        for v, value in zip(optimizer.variables, state["opt"]):
+            v.assign(value)
+
+    def noise_only_step():
+        run(np.zeros((0,) + tuple(example_shape), "float32"), np.zeros((0,), "int32"), 0)
+
+    return (lambda xb, yb: run(xb, yb, len(xb))), noise_only_step, finish
 
 
 def secure_uniform(n: int) -> np.ndarray:
