@@ -171,3 +171,11 @@ def test_percentile_interval_of_paired_replicates_is_narrower_than_the_separate_
 def test_percentile_interval_rejects_bad_input(reps, alpha):
     with pytest.raises(ValueError):
         stats.percentile_interval(0.0, reps, alpha=alpha)
+
+
+def test_join_words():
+    assert stats.join_words(["ε = 8"]) == "ε = 8"
+    assert stats.join_words(["a", "b"]) == "a and b"
+    assert stats.join_words(("a", "b", "c")) == "a, b and c"
+    with pytest.raises(ValueError, match="at least one"):
+        stats.join_words([])

@@ -289,3 +289,14 @@ def judge(value, target: Target | str | None) -> tuple[str, str]:
     if v == NO_DIFFERENCE:
         return NOT_SHOWN, "the interval contains the reference"
     return NOT_MET, f"the whole interval is {v} the reference"
+
+
+def join_words(items) -> str:
+    """``"a"``, ``"a and b"``, ``"a, b and c"``: a list of names as the prose says it.
+
+    Used by chapter 6 (both parts) to name the settings that share a computed verdict.
+    """
+    items = [str(i) for i in items]
+    if not items:
+        raise ValueError("join_words needs at least one item")
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
