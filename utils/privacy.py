@@ -1162,7 +1162,10 @@ def train_dp_sgd(
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum)
     optimizer.build(model.trainable_variables)
-    noise_seed = keras.random.SeedGenerator(secrets.randbits(62) if secure else seed)
+    # in secure mode each step overwrites the state with OS entropy, as many bits as the backend's state dtype
+    # holds (uint32 on JAX, int64 elsewhere)
+    noise_seed = keras.random.SeedGenerator(secrets.randbits(31) if secure else seed)
+    seed_bits = 32 if "uint32" in str(noise_seed.state.dtype) else 62
     agg = dict(
         l2_norm_clip=l2_norm_clip, noise_multiplier=noise_multiplier, expected_batch_size=float(expected_batch_size)
     )
@@ -1180,7 +1183,9 @@ def train_dp_sgd(
             if secure:
                 idx = np.flatnonzero(secure_uniform(n) < q)
                 # a fresh noise seed from OS entropy every step (Keras' generators cannot take a CSPRNG stream)
-                noise_seed.state.assign(np.array([secrets.randbits(62), secrets.randbits(62)], dtype="int64"))
+                noise_seed.state.assign(
+                    np.array([secrets.randbits(seed_bits), secrets.randbits(seed_bits)], dtype=noise_seed.state.dtype)
+                )
             else:
                 idx = np.flatnonzero(rng.random(n) < q)
             if len(idx):
