@@ -102,7 +102,86 @@ def test_medmnist_cnn_shapes_names_and_probabilities(keras):
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(p, m.predict(x, verbose=0))
     kinds = [type(l).__name__ for l in m.layers]
-    assert "RandomRotation" in kinds and "RandomFlip" in kinds
+    assert "RandomAffine" in kinds and "RandomFlip" in kinds
+
+
+def _scipy_affine(img, theta, ty, tx, scale, mode):
+    """The same map as classify.affine_resample, written for scipy.ndimage (the reference)."""
+    from scipy import ndimage
+
+    c = (np.array(img.shape[:2]) - 1) / 2.0
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]) * scale
+    offset = c - rot @ (c + np.array([ty, tx]))
+    return np.stack(
+        [
+            ndimage.affine_transform(img[..., k], rot, offset, order=1, mode=mode, cval=0.0)
+            for k in range(img.shape[-1])
+        ],
+        axis=-1,
+    )
+
+
+@pytest.mark.parametrize("mode,scipy_mode", [("constant", "grid-constant"), ("reflect", "reflect")])
+def test_affine_resample_matches_scipy(keras, mode, scipy_mode):
+    rng = np.random.default_rng(3)
+    x = rng.random((4, 13, 17, 2)).astype("float32")
+    theta = np.array([0.0, 0.3, -1.1, 2.5], "float32")
+    ty, tx = np.array([0.0, 2.5, -3.2, 1.0], "float32"), np.array([0.0, -1.7, 4.4, 0.3], "float32")
+    scale = np.array([1.0, 1.1, 0.9, 1.3], "float32")
+    got = keras.ops.convert_to_numpy(classify.affine_resample(x, theta, ty, tx, scale, fill_mode=mode))
+    for i in range(len(x)):
+        want = _scipy_affine(x[i], theta[i], ty[i], tx[i], scale[i], scipy_mode)
+        np.testing.assert_allclose(got[i], want, atol=2e-5, err_msg=f"image {i}, fill_mode {mode}")
+    np.testing.assert_allclose(got[0], x[0], atol=1e-6)  # the identity map
+
+
+def test_affine_resample_shifts_by_whole_pixels_and_fills_zeros(keras):
+    x = np.zeros((1, 9, 9, 1), "float32")
+    x[0, 4, 4, 0] = 1.0
+    z = np.zeros(1, "float32")
+    got = keras.ops.convert_to_numpy(classify.affine_resample(x, z, z + 2, z - 3))
+    assert got[0, 6, 1, 0] == pytest.approx(1.0) and got.sum() == pytest.approx(1.0)
+    off = keras.ops.convert_to_numpy(classify.affine_resample(x, z, z + 20, z))
+    assert not off.any()  # shifted out of the frame: zeros, not wrapped around
+    with pytest.raises(ValueError, match="fill_mode"):
+        classify.affine_resample(x, z, z, z, fill_mode="wrap")
+
+
+def test_random_affine_is_identity_at_inference_seeded_and_bounded(keras):
+    x = np.zeros((64, 21, 21, 1), "float32")
+    x[:, 10, 10, 0] = 1.0
+    layer = classify.RandomAffine(translate=0.1, seed=5)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)
+    a = keras.ops.convert_to_numpy(layer(x, training=True))
+    b = keras.ops.convert_to_numpy(classify.RandomAffine(translate=0.1, seed=5)(x, training=True))
+    np.testing.assert_array_equal(a, b)  # the same seed draws the same transforms
+    assert not np.allclose(a, keras.ops.convert_to_numpy(layer(x, training=True)))  # a new draw each call
+    rows, cols = np.indices((21, 21))
+    mass = a[..., 0].sum(axis=(1, 2))
+    dy = (a[..., 0] * rows).sum(axis=(1, 2)) / mass - 10
+    dx = (a[..., 0] * cols).sum(axis=(1, 2)) / mass - 10
+    assert np.all(np.abs(dy) <= 2.1 + 1e-4) and np.all(np.abs(dx) <= 2.1 + 1e-4)  # at most 10 % of 21 pixels
+    assert np.std(dy) > 0.5 and np.std(dx) > 0.5  # and the shifts do vary
+    rot = classify.RandomAffine(rotate=0.25, seed=1)
+    y = np.zeros((200, 21, 21, 1), "float32")
+    y[:, 10, 18, 0] = 1.0  # a point 8 pixels right of the centre
+    r = keras.ops.convert_to_numpy(rot(y, training=True))[..., 0]
+    m = r.sum(axis=(1, 2))
+    ang = np.arctan2((r * (rows - 10)).sum(axis=(1, 2)) / m, (r * (cols - 10)).sum(axis=(1, 2)) / m)
+    assert np.max(np.abs(ang)) <= np.pi / 2 + 0.05 and np.max(np.abs(ang)) > 1.2  # ±a quarter turn, and used
+    with pytest.raises(ValueError, match="translate"):
+        classify.RandomAffine(translate=1.5)
+
+
+def test_random_affine_round_trips_through_a_saved_model(keras, tmp_path):
+    m = classify.medmnist_cnn((28, 28, 1), 2, width=4, augment=classify.AUGMENTATION["chest_xray"])
+    path = tmp_path / "m.keras"
+    m.save(path)
+    back = keras.saving.load_model(path)
+    layer = next(l for l in back.layers if isinstance(l, classify.RandomAffine))
+    assert (layer.translate, layer.rotate) == (0.08, 0.03)
+    x = np.random.default_rng(0).random((3, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(back.predict(x, verbose=0), m.predict(x, verbose=0), rtol=1e-5)
 
 
 def test_chest_xray_augmentation_never_mirrors():
