@@ -10,7 +10,7 @@ PROFILE ?= full
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: env data run book test test-jax test-torch unit lint format dev student grade lab clean
+.PHONY: env data run book test test-jax test-torch backends unit lint format dev student grade lab clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "the course pins Python 3.11; run make PYTHON=python3.11"'
@@ -40,10 +40,14 @@ KERAS_TESTS := tests/test_classify.py tests/test_segment.py tests/test_detect.py
 	tests/test_course.py tests/test_determinism.py tests/test_backends.py
 
 JAX_TESTS := KERAS_BACKEND=jax $(PY) -m pytest -m "not slow" $(KERAS_TESTS)
+# Every chapter under the fast profile on another backend, into build/<backend> (the book reads build/, the
+# TensorFlow run of `pytest`); the runner exits non-zero, naming the notebook and cell, if a chapter fails.
+CHAPTERS_ON = KERAS_BACKEND=$(1) $(PY) -m utils.run --profile fast --build-dir build/$(1)
 
 test: lint
 	$(PY) -m pytest
 	$(JAX_TESTS)
+	$(call CHAPTERS_ON,jax)
 
 # ruff over utils/, tests/ and the notebooks (configured in pyproject.toml); `make format` rewrites.
 lint: env
@@ -63,11 +67,24 @@ dev: env
 
 test-jax: env
 	$(JAX_TESTS)
+	$(call CHAPTERS_ON,jax)
 
 # The same unit tests on the PyTorch backend (torch is installed on demand from requirements-torch.txt).
 test-torch: env
 	$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet -r requirements-torch.txt
 	KERAS_BACKEND=torch $(PY) -m pytest -m "not slow" $(KERAS_TESTS)
+	$(call CHAPTERS_ON,torch)
+
+# The same chapters (ONLY=02 for chapter 2 alone) on TensorFlow, JAX and PyTorch in one go, and their wall
+# times side by side with the ratio to TensorFlow (build/backends/<backend>/run_report.json).
+ONLY ?=
+backends: env
+	$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet -r requirements-torch.txt
+	for b in tensorflow jax torch; do \
+	  KERAS_BACKEND=$$b $(PY) -m utils.run --profile $(PROFILE) --force --build-dir build/backends/$$b $(if $(ONLY),--only $(ONLY)) || exit 1; \
+	done
+	$(PY) -m utils.run --compare build/backends/tensorflow/run_report.json build/backends/jax/run_report.json \
+	  build/backends/torch/run_report.json
 
 unit: env
 	$(PY) -m pytest -m "not slow"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import nbformat
@@ -342,3 +343,43 @@ def test_a_chapter_with_unchanged_inputs_is_reused(tmp_path, monkeypatch):
 )
 def test_targets_that_name_a_profile(value, target, profile, status):
     assert run.judge_for_profile(value, target, profile)[0] == status
+
+
+def test_a_second_backend_runs_into_its_own_build_dir(dirs, monkeypatch):
+    """`--build-dir` keeps a second backend's run (make test's JAX lane) away from the book's build/."""
+    nb = write_nb(dirs / "nbs" / "01_ok.ipynb", ["print('done')"])
+    monkeypatch.setattr(run, "discover", lambda only=None: [nb])
+    monkeypatch.setattr(run, "RUN_CACHE", dirs / "cache")
+    before = run.REPORT_JSON.stat().st_mtime if run.REPORT_JSON.is_file() else None
+    assert run.main(["--profile", "fast", "--build-dir", str(dirs / "jax")]) == 0
+    report = json.loads((dirs / "jax" / "run_report.json").read_text())
+    assert [e["notebook"] for e in report["notebooks"]] == ["01_ok.ipynb"]
+    assert (dirs / "jax" / "book" / "notebooks" / "01_ok.ipynb").is_file()
+    assert (dirs / "jax" / "book" / "book" / "run_report.md").is_file()
+    assert (run.REPORT_JSON.stat().st_mtime if run.REPORT_JSON.is_file() else None) == before
+    # the same inputs again: reused from the shared cache, not re-executed
+    assert run.main(["--profile", "fast", "--build-dir", str(dirs / "jax")]) == 0
+    again = json.loads((dirs / "jax" / "run_report.json").read_text())
+    assert "reused" in again["notebooks"][0]
+
+
+def test_compare_backends_puts_wall_times_side_by_side(tmp_path):
+    def write(name, backend, entries):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"environment": {"keras_backend_env": backend}, "notebooks": entries}))
+        return path
+
+    tf = write("tf", "tensorflow (default)", [{"notebook": "02_x.ipynb", "status": "ok", "wall_s": 100.0}])
+    jx = write(
+        "jax",
+        "jax",
+        [
+            {"notebook": "02_x.ipynb", "status": "ok", "wall_s": 150.0},
+            {"notebook": "03_y.ipynb", "status": "failed", "wall_s": 3.0},
+        ],
+    )
+    table = run.compare_backends([tf, jx])
+    assert table.splitlines()[0] == "| notebook | tensorflow | jax |"
+    assert "| 02_x.ipynb | 100 s | 150 s (1.50×) |" in table
+    assert "| 03_y.ipynb | – | failed |" in table
+    assert run.main(["--compare", str(tf), str(jx)]) == 0

@@ -101,6 +101,21 @@ def test_throughput_helpers_count_images():
         scale.images_per_second(batches, n_batches=20, warmup=2)
 
 
+def test_a_tf_data_pipeline_feeds_the_model_on_the_active_backend(tmp_path):
+    """The JAX and PyTorch passes of make test run this too: tf.data batches must reach their models."""
+    import keras
+
+    x, y = _images(64)
+    sh = scale.write_shards(x, y, tmp_path, n_shards=2)
+    ds = scale.make_dataset(sh.pattern, sh.image_shape, batch_size=16, mode="tuned", repeat=True, seed=0)
+    inp = keras.Input(sh.image_shape)
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(inp)))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [w.copy() for w in model.get_weights()]
+    assert scale.fit_images_per_second(model, ds, steps=3, warmup=1) > 0
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))  # it trained
+
+
 @pytest.mark.skipif(not ORIGINAL_DATA_DIR, reason="needs the data mirror (MEDIMG_DATA_DIR)")
 def test_mirrored_strategy_matches_single_device(monkeypatch):
     monkeypatch.setenv("MEDIMG_DATA_DIR", ORIGINAL_DATA_DIR)

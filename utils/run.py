@@ -43,11 +43,12 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
 
-from . import files, stats
+from . import files, stats, tables
 from .data import DATA_DIR_ENV
 from .exercises import STRICT_ENV
 from .memory import PeakMemory
@@ -470,6 +471,29 @@ def remember(nb: Path, profile: str, out_dir: Path, digest: str, entry: dict) ->
     )
 
 
+def compare_backends(reports: Sequence[Path]) -> str:
+    """A Markdown table of each chapter's wall time in several run reports, with the ratio to the first.
+
+    ``make backends`` runs the same chapters on TensorFlow, JAX and PyTorch into ``build/backends/<name>``
+    and prints this table; a report's column is named by the Keras backend it ran on.
+    """
+    loaded = [json.loads(Path(p).read_text()) for p in reports]
+    names = [r["environment"].get("keras_backend_env", str(p)).split()[0] for r, p in zip(loaded, reports)]
+    walls = [{e["notebook"]: e for e in r["notebooks"]} for r in loaded]
+    rows = []
+    for nb in sorted(set().union(*walls)):
+        cells, first = [nb], walls[0].get(nb, {}).get("wall_s")
+        for w in walls:
+            e = w.get(nb)
+            if e is None or e.get("status") != "ok":
+                cells.append("–" if e is None else e.get("status", "?"))
+                continue
+            ratio = f" ({e['wall_s'] / first:.2f}×)" if first and w is not walls[0] else ""
+            cells.append(f"{e['wall_s']:.0f} s{ratio}")
+        rows.append(cells)
+    return tables.markdown_table(["notebook", *names], rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", choices=("fast", "full"), default=os.environ.get("PROFILE", "full"))
@@ -480,12 +504,31 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="execute every chapter, even those whose inputs are unchanged since their last run",
     )
+    parser.add_argument(
+        "--build-dir",
+        type=Path,
+        default=BUILD,
+        help="where the executed copies and the run report go (default build/, which the book reads; "
+        "a second backend's run goes beside it, e.g. build/jax)",
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        nargs="+",
+        metavar="REPORT",
+        help="print each chapter's wall time in these run reports side by side (the first is the reference) and exit",
+    )
     args = parser.parse_args(argv)
+    if args.compare:
+        print(compare_backends(args.compare))
+        return 0
 
     nbs = discover(only=args.only)
-    out_dir = STAGE / "notebooks"
-    record_dir = BUILD / "records"
-    for d in (out_dir, record_dir, REPORT_MD.parent):
+    build = args.build_dir.resolve()
+    report_json, report_md = build / REPORT_JSON.relative_to(BUILD), build / REPORT_MD.relative_to(BUILD)
+    out_dir = build / (STAGE / "notebooks").relative_to(BUILD)
+    record_dir = build / "records"
+    for d in (out_dir, record_dir, report_md.parent):
         d.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     started = dt.datetime.now(dt.UTC)
@@ -526,18 +569,18 @@ def main(argv: list[str] | None = None) -> int:
         "notebooks": entries,
     }
     if args.only:  # keep the entries of notebooks not re-run this time
-        if REPORT_JSON.is_file():
-            old = json.loads(REPORT_JSON.read_text())
+        if report_json.is_file():
+            old = json.loads(report_json.read_text())
             if old.get("profile") == args.profile:
                 ran = {e["notebook"] for e in entries}
                 report["notebooks"] = sorted(
                     [e for e in old["notebooks"] if e["notebook"] not in ran] + entries, key=lambda e: e["notebook"]
                 )
-    REPORT_JSON.write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    REPORT_MD.write_text(render_markdown(report))
+    report_json.write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    report_md.write_text(render_markdown(report))
     failed = [e["notebook"] for e in entries if e["status"] != "ok"]
     print(
-        f"run report: {REPORT_JSON} ({len(entries) - len(failed)}/{len(entries)} ok, {report['total_s'] / 60:.1f} min)"
+        f"run report: {report_json} ({len(entries) - len(failed)}/{len(entries)} ok, {report['total_s'] / 60:.1f} min)"
     )
     if failed:
         print(f"failed notebooks: {', '.join(failed)}", file=sys.stderr)
