@@ -83,7 +83,7 @@ def test_cifar_variant_with_nothing_switched_on_has_the_source_parameters(keras)
     assert plain.count_params() == classify.source_cnn().count_params()
     full = classify.cifar_variant(batchnorm=True, augment=True, dropout=0.3, l2=1e-4)
     kinds = {type(l).__name__ for l in full.layers}
-    assert {"BatchNormalization", "RandomFlip", "RandomTranslation", "Dropout"} <= kinds
+    assert {"BatchNormalization", "RandomFlip", "RandomAffine", "Dropout"} <= kinds
     x = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype("float32")
     np.testing.assert_array_equal(
         full.predict(x, verbose=0), full.predict(x, verbose=0)

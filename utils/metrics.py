@@ -146,6 +146,27 @@ def bootstrap_ci(
     return point, float(lo), float(hi)
 
 
+def paired_difference(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    y_true: np.ndarray,
+    score_a: np.ndarray,
+    score_b: np.ndarray,
+    *,
+    metric_b: Callable[[np.ndarray, np.ndarray], float] | None = None,
+    **bootstrap_kwargs,
+) -> tuple[float, float, float]:
+    """``metric(y, a) − metric_b(y, b)`` on the same cases, with a paired bootstrap interval.
+
+    ``metric_b`` defaults to ``metric`` (the same metric for two models' scores); a different one compares,
+    e.g., a sensitivity at another threshold.  Each replicate resamples the cases once and scores both
+    models on them (:func:`bootstrap_ci`, whose keyword arguments pass through), so what the two models
+    share cancels.  Taught in chapter 6, sections 1 and 2.
+    """
+    metric_b = metric if metric_b is None else metric_b
+    both = np.column_stack([np.asarray(score_a), np.asarray(score_b)])  # one score per case and model
+    return bootstrap_ci(lambda y, s: metric(y, s[:, 0]) - metric_b(y, s[:, 1]), y_true, both, **bootstrap_kwargs)
+
+
 def reliability_curve(
     y_true: np.ndarray, y_score: np.ndarray, n_bins: int = 10
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1089,7 +1089,8 @@ def clip_and_noise(
     if not expected_batch_size > 0:
         raise ValueError(f"expected_batch_size must be > 0, got {expected_batch_size}")
     grads = [ops.convert_to_tensor(g) for g in per_example_grads]
-    sq = [ops.sum(ops.reshape(ops.square(g), (ops.shape(g)[0], -1)), axis=1) for g in grads]
+    # the trailing size is spelled out: PyTorch cannot infer -1 for an empty (noise-only) batch
+    sq = [ops.sum(ops.reshape(ops.square(g), (ops.shape(g)[0], int(np.prod(g.shape[1:])))), axis=1) for g in grads]
     norms = ops.sqrt(sum(sq[1:], sq[0]))
     factor = ops.minimum(1.0, l2_norm_clip / ops.maximum(norms, 1e-12))
     out = []
@@ -1165,7 +1166,8 @@ def train_dp_sgd(
     # in secure mode each step overwrites the state with OS entropy, as many bits as the backend's state dtype
     # holds (uint32 on JAX, int64 elsewhere)
     noise_seed = keras.random.SeedGenerator(secrets.randbits(31) if secure else seed)
-    seed_bits = 32 if "uint32" in str(noise_seed.state.dtype) else 62
+    seed_info = np.iinfo(keras.backend.standardize_dtype(noise_seed.state.dtype))  # int32 on PyTorch
+    seed_bits = min(62, seed_info.bits - (seed_info.min < 0))
     agg = dict(
         l2_norm_clip=l2_norm_clip, noise_multiplier=noise_multiplier, expected_batch_size=float(expected_batch_size)
     )
