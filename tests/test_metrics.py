@@ -74,6 +74,28 @@ def test_bootstrap_ci_contains_point_and_narrows_with_more_data():
     assert hi2 - lo2 < hi - lo
 
 
+def test_paired_difference_is_the_difference_and_narrower_than_unpaired():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 300)
+    hard = rng.normal(size=300)  # what both models find hard: shared noise
+    a = y + hard + 0.3 * rng.normal(size=300)
+    b = y + hard + 0.3 * rng.normal(size=300) - 0.2 * y  # b separates the classes a little worse
+    d = metrics.paired_difference(roc_auc_score, y, a, b, n_boot=400, seed=0)
+    assert d[0] == pytest.approx(roc_auc_score(y, a) - roc_auc_score(y, b))
+    assert d[1] <= d[0] <= d[2]
+    ca = metrics.bootstrap_ci(roc_auc_score, y, a, n_boot=400, seed=0)
+    cb = metrics.bootstrap_ci(roc_auc_score, y, b, n_boot=400, seed=1)
+    assert d[2] - d[1] < (ca[2] - ca[1]) + (cb[2] - cb[1])  # pairing cancels the shared noise
+    same = metrics.paired_difference(roc_auc_score, y, a, a, n_boot=50, seed=0)
+    assert same == (0.0, 0.0, 0.0)
+    # a different metric for the second score: the sensitivity at two thresholds
+    sens = lambda t: lambda yy, s: float(np.mean(s[yy == 1] > t))  # noqa: E731
+    d2 = metrics.paired_difference(sens(0.0), y, a, a, metric_b=sens(1.0), n_boot=50, seed=0)
+    assert d2[0] == pytest.approx(sens(0.0)(y, a) - sens(1.0)(y, a)) and d2[0] > 0
+
+
 def test_ece_zero_for_perfect_calibration_and_positive_for_overconfidence():
     # in each bin the accuracy equals the confidence exactly
     conf = np.repeat([0.55, 0.75, 0.95], 20)
