@@ -51,22 +51,6 @@ def test_oversample_indices_balances_and_keeps_every_case():
     np.testing.assert_array_equal(idx, quality.oversample_indices(y, seed=0))
 
 
-def test_operating_point_at_fixed_specificity():
-    y = np.array([0] * 10 + [1] * 4)
-    p = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.65, 0.85, 0.95, 0.05])
-    t = quality.threshold_for_specificity(y, p, 0.8)
-    assert t == pytest.approx(0.7)  # 8 of 10 negatives at or below 0.7
-    assert np.mean(p[y == 0] <= t) >= 0.8 and np.mean(p[y == 0] <= 0.6) < 0.8
-    assert quality.sensitivity_at_specificity(y, p, 0.8) == pytest.approx(2 / 4)  # 0.85 and 0.95
-    # agrees with the ROC curve of scikit-learn at the same specificity
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(y, p)
-    assert quality.sensitivity_at_specificity(y, p, 0.8) == pytest.approx(tpr[fpr <= 0.2 + 1e-12].max())
-    with pytest.raises(ValueError, match="specificity"):
-        quality.threshold_for_specificity(y, p, 0.0)
-
-
 def test_generalized_cross_entropy_limits():
     import keras
 

@@ -11,7 +11,8 @@
   test cases (the unit a clinician cares about) with a fixed seed.
 * :func:`expected_calibration_error` and :func:`reliability_curve` measure
   calibration (Guo et al. 2017).
-* :func:`threshold_for_sensitivity` picks an operating point on the ROC curve.
+* :func:`threshold_for_sensitivity`, :func:`threshold_for_specificity` and
+  :func:`sensitivity_at_specificity` pick operating points on the ROC curve.
 * :func:`fit_recalibration` fits Platt or temperature scaling on the validation split.
 """
 
@@ -114,6 +115,36 @@ def threshold_for_sensitivity(y_true: np.ndarray, p_positive: np.ndarray, target
         raise ValueError("y_true has no positive case")
     k = int(np.ceil(target * len(pos) - 1e-9))  # need at least k positives strictly above t
     return float(np.nextafter(pos[k - 1], -np.inf))
+
+
+def threshold_for_specificity(y_true: np.ndarray, p_positive: np.ndarray, target: float) -> float:
+    """The lowest threshold ``t`` whose specificity (cases with ``p > t`` called positive) is at least ``target``.
+
+    Lower thresholds call more cases positive, so this is the most sensitive
+    operating point that keeps the specificity target.
+    """
+    if not 0.0 < float(target) <= 1.0:
+        raise ValueError(f"target specificity must be in (0, 1], got {target}")
+    y = np.asarray(y_true).reshape(-1).astype(int)
+    p = np.asarray(p_positive, dtype=float).reshape(-1)
+    if len(y) != len(p):
+        raise ValueError(f"{len(y)} labels but {len(p)} scores")
+    neg = np.sort(p[y == 0])
+    if len(neg) == 0:
+        raise ValueError("y_true has no negative case")
+    k = int(np.ceil(float(target) * len(neg) - 1e-9))  # at least k negatives must satisfy p <= t
+    return float(neg[k - 1])
+
+
+def sensitivity_at_specificity(y_true: np.ndarray, p_positive: np.ndarray, target: float) -> float:
+    """Sensitivity at the threshold from :func:`threshold_for_specificity` (on the same cases; chapter 6, section 2)."""
+    y = np.asarray(y_true).reshape(-1).astype(int)
+    p = np.asarray(p_positive, dtype=float).reshape(-1)
+    t = threshold_for_specificity(y, p, target)
+    pos = p[y == 1]
+    if len(pos) == 0:
+        raise ValueError("y_true has no positive case")
+    return float(np.mean(pos > t))
 
 
 def bootstrap_ci(

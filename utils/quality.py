@@ -12,8 +12,8 @@ Imbalance
     :func:`class_weights` (the "balanced" weights of scikit-learn),
     :func:`oversample_indices` (random over-sampling of the minority classes),
     :func:`binary_cnn` (the chapter-2 CNN with one sigmoid output, for
-    ``keras.losses.BinaryFocalCrossentropy``), :func:`threshold_for_specificity`
-    and :func:`sensitivity_at_specificity` (operating points on the ROC curve).
+    ``keras.losses.BinaryFocalCrossentropy``); the operating points on the ROC curve
+    are :func:`utils.metrics.threshold_for_specificity` and :func:`utils.metrics.sensitivity_at_specificity`.
 Audits
     :func:`exact_duplicates` (SHA-1 of the pixel bytes),
     :func:`perceptual_hash` (DCT hash) and :func:`near_duplicates` (hash
@@ -158,36 +158,6 @@ def binary_cnn(input_shape: Sequence[int], **kwargs):
     z = keras.layers.Dense(1, name="logit")(features)
     out = keras.layers.Activation("sigmoid", name="prob")(z)
     return keras.Model(base.inputs, out, name=base.name + "_binary")
-
-
-def threshold_for_specificity(y_true: np.ndarray, p_positive: np.ndarray, target: float) -> float:
-    """The lowest threshold ``t`` whose specificity (cases with ``p > t`` called positive) is at least ``target``.
-
-    Lower thresholds call more cases positive, so this is the most sensitive
-    operating point that keeps the specificity target.
-    """
-    if not 0.0 < float(target) <= 1.0:
-        raise ValueError(f"target specificity must be in (0, 1], got {target}")
-    y = np.asarray(y_true).reshape(-1).astype(int)
-    p = np.asarray(p_positive, dtype=float).reshape(-1)
-    if len(y) != len(p):
-        raise ValueError(f"{len(y)} labels but {len(p)} scores")
-    neg = np.sort(p[y == 0])
-    if len(neg) == 0:
-        raise ValueError("y_true has no negative case")
-    k = int(np.ceil(float(target) * len(neg) - 1e-9))  # at least k negatives must satisfy p <= t
-    return float(neg[k - 1])
-
-
-def sensitivity_at_specificity(y_true: np.ndarray, p_positive: np.ndarray, target: float) -> float:
-    """Sensitivity at the threshold from :func:`threshold_for_specificity` (on the same cases)."""
-    y = np.asarray(y_true).reshape(-1).astype(int)
-    p = np.asarray(p_positive, dtype=float).reshape(-1)
-    t = threshold_for_specificity(y, p, target)
-    pos = p[y == 1]
-    if len(pos) == 0:
-        raise ValueError("y_true has no positive case")
-    return float(np.mean(pos > t))
 
 
 # ---------------------------------------------------------------------------

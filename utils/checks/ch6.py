@@ -330,15 +330,15 @@ def ex_6_2(
 
 
 def ex_6_3(sens_at_spec: Callable, y: np.ndarray, predictions: Sequence[np.ndarray]) -> exercises.CheckResult:
-    """Exercise 6.3: ``sens_at_spec(y, p, target)`` against :func:`utils.quality.sensitivity_at_specificity`.
+    """Exercise 6.3: ``sens_at_spec(y, p, target)`` against :func:`utils.metrics.sensitivity_at_specificity`.
 
     On the labels ``y`` with every prediction vector of ``predictions`` at specificities 0.8, 0.9 and
     0.95, and on a small case with tied scores where "lowest threshold" matters.
     """
-    from .. import quality
+    from .. import metrics
 
     hint = "sort the negatives' scores; the threshold is one of them"
-    cases = [((y, p, s), quality.sensitivity_at_specificity(y, p, s)) for p in predictions for s in (0.8, 0.9, 0.95)]
+    cases = [((y, p, s), metrics.sensitivity_at_specificity(y, p, s)) for p in predictions for s in (0.8, 0.9, 0.95)]
     cases.append(((np.array([0, 0, 0, 0, 1, 1]), np.array([0.1, 0.2, 0.3, 0.9, 0.25, 0.95]), 0.75), 0.5))
     cases.append(((np.array([0, 0, 0, 0, 1, 1, 1]), np.array([0.1, 0.4, 0.4, 0.8, 0.4, 0.5, 0.9]), 0.5), 2 / 3))
     return exercises.check_function("6.3", sens_at_spec, cases, hint=hint)
@@ -346,12 +346,12 @@ def ex_6_3(sens_at_spec: Callable, y: np.ndarray, predictions: Sequence[np.ndarr
 
 def ex_6_3b(sens90: Any, y_test: np.ndarray, p_test: np.ndarray) -> exercises.CheckResult:
     """Exercise 6.3, second part: the baseline model's test sensitivity at specificity 0.9, recomputed."""
-    from .. import quality
+    from .. import metrics
 
     hint = "call your sens_at_spec on the baseline model's test predictions with target 0.9"
     if _placeholder(sens90):
         return _not_attempted("6.3b", hint)
-    return exercises.check_value("6.3b", sens90, quality.sensitivity_at_specificity(y_test, p_test, 0.9), hint=hint)
+    return exercises.check_value("6.3b", sens90, metrics.sensitivity_at_specificity(y_test, p_test, 0.9), hint=hint)
 
 
 # ---------------------------------------------------------------------------
