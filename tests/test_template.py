@@ -31,12 +31,12 @@ HELPER_LINES_BUDGET = 25
 #: Chapters over the budget on 2026-12-02 (counted after `ruff format`), with their counts then; these numbers
 #: may only go down.
 OVER_BUDGET = {
-    "01_medical_imaging_data": 681,
+    "01_medical_imaging_data": 679,
     "02_cnn_classification": 1077,
-    "03_attention_segmentation": 691,
-    "05_gan_synthesis": 819,
+    "03_attention_segmentation": 689,
+    "05_gan_synthesis": 818,
     "06_challenges": 1046,
-    "06_privacy": 769,
+    "06_privacy": 765,
 }
 #: Chapter-local helpers over ``HELPER_LINES_BUDGET`` on 2026-12-02 (chapter, name): length then.
 LONG_HELPERS = {
