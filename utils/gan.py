@@ -562,7 +562,7 @@ class Snapshots(keras.callbacks.Callback):
         t0 = time.perf_counter()
         g = self.model.generator
         inp = [self.z, self.onehot] if self.onehot is not None else self.z
-        self.images.append(to_unit_range(np.asarray(g(inp, training=False))))
+        self.images.append(to_unit_range(keras.ops.convert_to_numpy(g(inp, training=False))))
         self.epochs.append(epoch)
         if self.score is not None:
             self.scores.append(float(self.score(self.sample_fn())))
