@@ -429,8 +429,3 @@ def test_figures_render():
     fig2 = classify.plot_history({"a": {"loss": [2, 1], "val_loss": [2.5, 1.5], "accuracy": [0.1, 0.2]}})
     assert len(fig2.axes) == 2
     plt.close("all")
-
-
-def test_markdown_table():
-    text = classify.markdown_table(["a", "b"], [[1, 0.12345], ["x", np.float32(2)]])
-    assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.123 |", "| x | 2.000 |"]

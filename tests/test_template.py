@@ -32,8 +32,8 @@ HELPER_LINES_BUDGET = 25
 #: may only go down.
 OVER_BUDGET = {
     "01_medical_imaging_data": 679,
-    "02_cnn_classification": 1077,
-    "03_attention_segmentation": 689,
+    "02_cnn_classification": 1023,
+    "03_attention_segmentation": 681,
     "05_gan_synthesis": 818,
     "06_challenges": 1046,
     "06_privacy": 765,

@@ -28,7 +28,6 @@ import keras
 import numpy as np
 
 from . import course
-from .tables import markdown_table  # noqa: F401  (re-exported for the notebooks)
 
 #: Augmentation per imaging modality (arguments of :func:`augmentation_layers`).
 #: Chest radiographs are not mirrored: the heart is on the patient's left, and
