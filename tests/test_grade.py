@@ -260,11 +260,18 @@ def test_the_notebook_time_limit_stops_the_kernel_too(tmp_path):
         )
         == 0
     )
-    kernels = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if p.pid not in before and "ipykernel_launcher" in " ".join(p.info["cmdline"] or [])
-    ]
+
+    def grading_kernel(p):
+        """A kernel the grader started: its PYTHONPATH holds the grader's temporary copy of the course
+        (kernels of other jobs on the machine, a notebook run beside the tests, do not count)."""
+        if p.pid in before or "ipykernel_launcher" not in " ".join(p.info["cmdline"] or []):
+            return False
+        try:
+            return "grade-" in p.environ().get("PYTHONPATH", "")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+
+    kernels = [p for p in psutil.process_iter(["cmdline"]) if grading_kernel(p)]
     assert not kernels, "the kernel of a stopped submission is still running"
     rows = list(csv.DictReader(open(tmp_path / "g" / "grades.csv", encoding="utf-8")))
     assert [r["status"] for r in rows] == ["timeout"] * 3  # killed before it could save what ran
