@@ -60,6 +60,19 @@ def test_every_module_is_in_the_map():
     assert science, "no science modules found"
 
 
+def test_the_map_names_only_modules_that_exist():
+    """The other direction: a module the map names (second column of its table) is a file of ``utils``."""
+    import re
+
+    text = (REPO_ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8").split("## Architecture", 1)[1]
+    text = text.split("\n## ", 1)[0]
+    rows = [line.split("|") for line in text.splitlines() if line.startswith("|") and not line.startswith("|---")]
+    named = {m for row in rows[1:] for m in re.findall(r"`([a-z_]+)`", row[2])}
+    assert named, "no module names found in CONTRIBUTING's module map"
+    ghosts = sorted(named - modules())
+    assert not ghosts, f"CONTRIBUTING's module map names {ghosts}, which are not modules of utils"
+
+
 @pytest.mark.parametrize("name", sorted(INFRASTRUCTURE))
 def test_infrastructure_imports_no_science_module(name):
     science = modules() - INFRASTRUCTURE

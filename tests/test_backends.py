@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from utils import gan, privacy
+from utils import classify, gan, privacy
 
 W1 = np.array([[0.5, -0.3, 0.8, 0.1], [-0.2, 0.7, -0.5, 0.4], [0.3, 0.2, 0.6, -0.9]], "float32")
 B1 = np.array([0.1, -0.1, 0.0, 0.2], "float32")
@@ -59,7 +59,7 @@ def test_loss_gradients_is_the_mean_of_the_per_example_gradients():
 
 def test_vectorized_and_loop_agree_on_the_small_cnn():
     keras.utils.set_random_seed(0)
-    model = privacy.small_cnn((8, 8, 1), 2, width=2)
+    model = classify.small_cnn((8, 8, 1), 2, width=2)
     rng = np.random.default_rng(1)
     x = rng.random((5, 8, 8, 1), dtype=np.float32)
     y = rng.integers(0, 2, 5).astype("int32")

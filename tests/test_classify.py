@@ -429,3 +429,11 @@ def test_figures_render():
     fig2 = classify.plot_history({"a": {"loss": [2, 1], "val_loss": [2.5, 1.5], "accuracy": [0.1, 0.2]}})
     assert len(fig2.axes) == 2
     plt.close("all")
+
+
+def test_binary_cnn_has_one_sigmoid_output():
+    import keras
+
+    model = classify.binary_cnn((28, 28, 1), width=4, blocks=1)
+    out = keras.ops.convert_to_numpy(model(np.zeros((2, 28, 28, 1), "float32")))
+    assert out.shape == (2, 1) and np.all((out > 0) & (out < 1))

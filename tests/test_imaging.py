@@ -13,7 +13,7 @@ from pydicom.pixels import apply_modality_lut, apply_windowing
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
-from utils import data, imaging
+from utils import imaging
 
 # ---------------------------------------------------------------------------
 # real files: resolved once per module through the data layer
@@ -367,78 +367,6 @@ def test_nifti_summary_accepts_an_image_and_rejects_dicom(sample):
 
 def test_pydicom_module_is_the_reader(head_ct):
     assert isinstance(head_ct, pydicom.FileDataset)
-
-
-# ---------------------------------------------------------------------------
-# NRRD volumes (pyradiomics test cases)
-# ---------------------------------------------------------------------------
-
-
-def _write_nrrd(path, array_zyx, spacing_zyx=(5.0, 0.5, 0.25), origin=(-10.0, 20.0, 30.0), directions=None):
-    import nrrd
-
-    if directions is None:
-        directions = np.diag(spacing_zyx[::-1])  # rows: x, y, z
-    header = {"space": "left-posterior-superior", "space directions": directions, "space origin": np.array(origin)}
-    nrrd.write(str(path), array_zyx, header, index_order="C")
-    return path
-
-
-def test_read_nrrd_returns_slices_first_and_the_voxel_size(tmp_path):
-    arr = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4)  # (z, y, x)
-    vol = imaging.read_nrrd(_write_nrrd(tmp_path / "v.nrrd", arr))
-    np.testing.assert_array_equal(vol.array, arr)
-    assert vol.spacing_mm == (5.0, 0.5, 0.25) and vol.origin_mm == (-10.0, 20.0, 30.0)
-    assert vol.space == "left-posterior-superior"
-
-
-def test_read_nrrd_flips_axes_that_run_against_the_world_axes(tmp_path):
-    arr = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4)  # (z, y, x)
-    vol = imaging.read_nrrd(
-        _write_nrrd(tmp_path / "v.nrrd", arr, origin=(0.0, 10.0, 0.0), directions=np.diag([0.78, -0.5, 6.5]))
-    )
-    assert vol.spacing_mm == pytest.approx((6.5, 0.5, 0.78))
-    np.testing.assert_array_equal(vol.array, arr[:, ::-1, :])  # rows now run along +y
-    assert vol.origin_mm == pytest.approx((0.0, 9.0, 0.0))  # the old last row, 10 - 2 * 0.5
-
-
-def test_read_nrrd_errors_name_the_file(tmp_path):
-    bad = tmp_path / "scan.nrrd"
-    bad.write_bytes(b"not an nrrd file at all")
-    with pytest.raises(ValueError, match=r"scan\.nrrd: pynrrd cannot read it"):
-        imaging.read_nrrd(bad)
-    oblique = np.array([[0.5, 0.5, 0.0], [-0.5, 0.5, 0.0], [0.0, 0.0, 2.0]])
-    with pytest.raises(ValueError, match=r"ob\.nrrd: oblique"):
-        imaging.read_nrrd(_write_nrrd(tmp_path / "ob.nrrd", np.zeros((2, 2, 2)), directions=oblique))
-
-
-def test_load_radiomics_case_rejects_unknown_cases():
-    with pytest.raises(ValueError, match=r"case='liver1'.*brain1"):
-        imaging.load_radiomics_case("liver1")
-
-
-def test_load_radiomics_case_rejects_a_mask_on_another_grid(tmp_path, monkeypatch):
-    files = {
-        "lung1_image.nrrd": _write_nrrd(tmp_path / "i.nrrd", np.zeros((3, 4, 4), np.int16)),
-        "lung1_label.nrrd": _write_nrrd(
-            tmp_path / "l.nrrd", np.zeros((3, 4, 4), np.int16), spacing_zyx=(2.5, 0.5, 0.25)
-        ),
-    }
-    monkeypatch.setattr(data, "sample", lambda name, file: files[file])
-    with pytest.raises(ValueError, match=r"lung1: image and label geometry differ"):
-        imaging.load_radiomics_case("lung1")
-
-
-def test_real_radiomics_lung_case(sample, monkeypatch):
-    paths = {f: sample("pyradiomics-samples", f) for f in ("lung1_image.nrrd", "lung1_label.nrrd")}
-    monkeypatch.setattr(data, "sample", lambda name, file: paths[file])  # resolved above, once
-    image, mask = imaging.load_radiomics_case("lung1")
-    assert image.array.shape == mask.array.shape == (48, 512, 512)
-    assert image.spacing_mm == pytest.approx((5.0, 0.5703125, 0.5703125), rel=1e-3)
-    assert image.array.min() == -1024  # CT in Hounsfield units, air at the padding value
-    assert set(np.unique(mask.array)) == {0, 1} and int(mask.array.sum()) == 837
-    # the lesion is denser than lung parenchyma (around -800 HU): a soft-tissue nodule
-    assert np.median(image.array[mask.array > 0]) > -400
 
 
 # ---------------------------------------------------------------------------

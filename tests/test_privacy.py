@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-from utils import data, imaging, privacy
+from utils import classify, data, imaging, privacy
 
 DICOM_DATASETS = ("pydicom-samples", "pydicom-data-samples")
 SALT = "test-salt-0123456789"
@@ -486,7 +486,7 @@ def test_federated_averaging_with_keras():
     import keras
 
     keras.utils.set_random_seed(0)
-    model = privacy.small_cnn((8, 8, 1), 2, width=2)
+    model = classify.small_cnn((8, 8, 1), 2, width=2)
     model.compile(
         optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     )
@@ -513,7 +513,7 @@ def batch():
     import keras
 
     keras.utils.set_random_seed(0)
-    model = privacy.small_cnn((8, 8, 1), 2, width=2)
+    model = classify.small_cnn((8, 8, 1), 2, width=2)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     rng = np.random.default_rng(1)
     x = rng.random((6, 8, 8, 1), dtype=np.float32)
@@ -585,7 +585,7 @@ def test_train_dp_sgd_runs_and_counts_steps(batch):
     import keras
 
     keras.utils.set_random_seed(0)
-    model = privacy.small_cnn((8, 8, 1), 2, width=2)
+    model = classify.small_cnn((8, 8, 1), 2, width=2)
     rng = np.random.default_rng(0)
     x = rng.random((40, 8, 8, 1), dtype=np.float32)
     y = rng.integers(0, 2, 40)
@@ -606,7 +606,7 @@ def test_an_empty_poisson_batch_still_adds_noise(batch):
 
     seed = next(s for s in range(100) if not np.any(np.random.default_rng(s).random(4) < 0.25))
     keras.utils.set_random_seed(0)
-    model = privacy.small_cnn((8, 8, 1), 2, width=2)
+    model = classify.small_cnn((8, 8, 1), 2, width=2)
     start = model.get_weights()
     x = np.zeros((4, 8, 8, 1), np.float32)
     run = privacy.train_dp_sgd(
@@ -644,7 +644,7 @@ def _dp_run(secure, seed, epochs=1.0):
     import keras
 
     keras.utils.set_random_seed(0)
-    model = privacy.small_cnn((8, 8, 1), 2, width=2)
+    model = classify.small_cnn((8, 8, 1), 2, width=2)
     rng = np.random.default_rng(0)
     x = rng.random((40, 8, 8, 1), dtype=np.float32)
     y = rng.integers(0, 2, 40)

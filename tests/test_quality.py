@@ -102,11 +102,3 @@ def test_outlier_scores_flag_a_blank_image_and_label_table():
     header, rows = quality.label_table({"train": np.array([0, 0, 1]), "test": np.array([1])}, {0: "a", 1: "b"})
     assert header == ["split", "n", "a", "b"]
     assert rows[0][:3] == ["train", 3, "2 (66.7%)"] and rows[1][2] == "0 (0.0%)"
-
-
-def test_binary_cnn_has_one_sigmoid_output():
-    import keras
-
-    model = quality.binary_cnn((28, 28, 1), width=4, blocks=1)
-    out = keras.ops.convert_to_numpy(model(np.zeros((2, 28, 28, 1), "float32")))
-    assert out.shape == (2, 1) and np.all((out > 0) & (out < 1))

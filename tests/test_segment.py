@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import time
-import zipfile
 
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score, jaccard_score
 
-from tests.conftest import BASE_META, digests
-from utils import course, data, reference, segment
+from utils import course, reference, segment
 
 
 @pytest.fixture(scope="module")
@@ -25,82 +22,6 @@ def keras():
 def disc(shape, cy, cx, r):
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     return ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.uint8)
-
-
-# ---------------------------------------------------------------------------
-# data
-# ---------------------------------------------------------------------------
-
-
-def _tiff_bytes(array) -> bytes:
-    import tifffile
-
-    buf = io.BytesIO()
-    tifffile.imwrite(buf, array)
-    return buf.getvalue()
-
-
-def test_load_nuclei_reads_the_wheel_members_through_the_data_layer(write_registry, monkeypatch, isolated_environment):
-    img = (np.arange(64 * 64).reshape(64, 64) % 251).astype(np.uint16)
-    inst = np.zeros((64, 64), np.uint16)
-    inst[5:15, 5:15], inst[30:40, 20:35] = 1, 2
-    members = {"stardist/data/images/img2d.tif": _tiff_bytes(img), "stardist/data/images/mask2d.tif": _tiff_bytes(inst)}
-    calls = []
-
-    def fake_pip_download(spec, workdir):
-        calls.append(spec)
-        wheel = workdir / "stardist-0.9.2-py3-none-any.whl"
-        with zipfile.ZipFile(wheel, "w") as zf:
-            for name, payload in members.items():
-                zf.writestr(name, payload)
-        return wheel
-
-    monkeypatch.setattr(data, "_pip_download", fake_pip_download)
-    write_registry(
-        {
-            segment.NUCLEI_DATASET: {
-                **BASE_META,
-                "pypi": "stardist==0.9.2",
-                "files": [
-                    {
-                        "path": "stardist/img2d.tif",
-                        "member": "stardist/data/images/img2d.tif",
-                        **digests(members["stardist/data/images/img2d.tif"]),
-                    },
-                    {
-                        "path": "stardist/mask2d.tif",
-                        "member": "stardist/data/images/mask2d.tif",
-                        **digests(members["stardist/data/images/mask2d.tif"]),
-                    },
-                ],
-            }
-        }
-    )
-    nuc = segment.load_nuclei()
-    np.testing.assert_array_equal(nuc.image, img)
-    np.testing.assert_array_equal(nuc.instances, inst)
-    assert nuc.instances.dtype == np.int32 and nuc.mask.dtype == np.uint8
-    assert nuc.mask.sum() == 100 + 150 and nuc.n_nuclei == 2
-    assert nuc.paths[0] == isolated_environment / "stardist" / "img2d.tif"
-    assert calls == ["stardist==0.9.2"]  # one download serves both files
-
-
-def test_real_registry_entry_for_the_nuclei():
-    ds = data.load_registry()[segment.NUCLEI_DATASET]
-    assert ds.pypi == "stardist==0.9.2" and "03_attention_segmentation" in ds.extra["used_by"]
-    assert [f.member for f in ds.files] == ["stardist/data/images/img2d.tif", "stardist/data/images/mask2d.tif"]
-    assert all(f.size == 524544 for f in ds.files)
-
-
-def test_real_nuclei_from_pypi():
-    """The real files, fetched from the stardist wheel on PyPI (skipped offline)."""
-    try:
-        nuc = segment.load_nuclei()
-    except data.DatasetNotFoundError as exc:
-        pytest.skip(f"PyPI not reachable: {exc}")
-    assert nuc.image.shape == (512, 512) and nuc.image.dtype == np.uint16
-    assert nuc.n_nuclei == 125
-    assert 0.1 < nuc.mask.mean() < 0.3
 
 
 def test_normalize_percentile():

@@ -10,7 +10,12 @@ the gradient inside :func:`grad_cam`, which dispatches on
   augmentation and regularisation switched on one at a time (the ablation).
 * :func:`medmnist_cnn` is the small VGG-style network the chapter trains on
   MedMNIST (batch normalisation, global average pooling, dropout, and
-  modality-aware augmentation from :data:`AUGMENTATION`).
+  modality-aware augmentation from :data:`AUGMENTATION`); :func:`binary_cnn`
+  is the same network with one sigmoid output (focal loss, chapter 6) and
+  :func:`small_cnn` a smaller one without batch normalisation (per-example
+  gradients for DP-SGD and weight averaging for federated learning, chapter 6).
+  Every small classifier of the course is built here; the segmentation,
+  detection and GAN networks live with the chapters that teach them.
 * :func:`compile_classifier` (AdamW with a warm-up + cosine learning-rate
   schedule), :class:`KeepBest` (checkpoint selection on a validation score),
   :func:`fit_timed` (wall time and images seen, for the run report) and
@@ -342,6 +347,51 @@ def medmnist_cnn(
     z = layers.Dense(n_classes, name="logits")(x)
     out = layers.Activation("softmax", name="probs")(z)
     return keras.Model(inp, out, name=name)
+
+
+def binary_cnn(input_shape: Sequence[int], **kwargs):
+    """The chapter-2 CNN (:func:`medmnist_cnn`) with one sigmoid output ``P(positive)``.
+
+    The trunk, pooling and dropout are those of ``medmnist_cnn(**kwargs)``; the
+    two-class softmax head is replaced by ``Dense(1)`` (layer ``logit``) and a
+    sigmoid (layer ``prob``), the form that ``keras.losses.BinaryCrossentropy``
+    and ``BinaryFocalCrossentropy`` expect.
+    """
+    base = medmnist_cnn(input_shape, 2, **kwargs)
+    features = base.get_layer("logits").input
+    z = keras.layers.Dense(1, name="logit")(features)
+    out = keras.layers.Activation("sigmoid", name="prob")(z)
+    return keras.Model(base.inputs, out, name=base.name + "_binary")
+
+
+def small_cnn(input_shape: Sequence[int] = (28, 28, 1), n_classes: int = 2, *, width: int = 8, name: str = "small_cnn"):
+    """A very small CNN without batch normalisation (so that per-example gradients and weight averages are clean).
+
+    ``Rescaling`` ([0, 1] → [-2, 2]) → Conv 3×3 (``width``, ReLU) → MaxPool 2 →
+    Conv 3×3 (2·``width``, ReLU) → MaxPool 2 → Conv 3×3 (4·``width``, ReLU) →
+    global average pooling → Dense(``n_classes``) **logits** (no softmax: use a
+    loss with ``from_logits=True`` and :func:`keras.ops.softmax` for
+    probabilities).  Batch normalisation is avoided on purpose: it mixes the
+    examples of a batch (so an example's gradient depends on the others, which
+    breaks DP-SGD's per-example clipping) and has running statistics that are
+    not trained weights.
+    """
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            keras.Input(tuple(input_shape)),
+            layers.Rescaling(4.0, offset=-2.0),
+            layers.Conv2D(width, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(2 * width, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(4 * width, 3, padding="same", activation="relu"),
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(n_classes, name="logits"),
+        ],
+        name=name,
+    )
 
 
 # ---------------------------------------------------------------------------

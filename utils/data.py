@@ -64,6 +64,7 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -883,6 +884,146 @@ def _cifar10_checked(
 def sample(name: str, file: str) -> Path:
     """Path of one sample file of a PyPI-shipped dataset, e.g. ``sample("pydicom-samples", "CT_small.dcm")``."""
     return locate(name, file)
+
+
+# ---------------------------------------------------------------------------
+# loaders: the nuclei image of the stardist wheel
+# ---------------------------------------------------------------------------
+
+NUCLEI_DATASET = "stardist-nuclei"
+
+
+@dataclass
+class Nuclei:
+    """The 2018 Data Science Bowl fluorescence image shipped with stardist.
+
+    Attributes
+    ----------
+    image : uint16 (512, 512), the raw nuclear stain
+    instances : int32 (512, 512), 0 = background, 1..k one label per nucleus
+    mask : uint8 (512, 512), 1 on nucleus pixels (``instances > 0``)
+    paths : the two verified files read (image, mask)
+    """
+
+    image: np.ndarray
+    instances: np.ndarray
+    mask: np.ndarray
+    paths: tuple
+
+    @property
+    def n_nuclei(self) -> int:
+        """Number of annotated nuclei (distinct non-zero labels)."""
+        return int(len(np.unique(self.instances)) - (0 in self.instances))
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile  # a dependency of scikit-image
+
+    return np.asarray(tifffile.imread(str(path)))
+
+
+def load_nuclei() -> Nuclei:
+    """Load the nuclei image and its instance mask through the data layer .
+
+    The files are ``stardist/data/images/img2d.tif`` and ``mask2d.tif`` of the
+    stardist 0.9.2 wheel on PyPI (2018 Data Science Bowl, Caicedo et al.,
+    Nature Methods 2019); they are fetched, checksum-verified and cached like
+    any other dataset, and stardist itself is never installed.
+
+    Taught in chapter 3, section 1 ("The data, shown before it is modelled"); chapter 4 reads it too.
+    """
+    img_path = locate(NUCLEI_DATASET, "img2d.tif")
+    mask_path = locate(NUCLEI_DATASET, "mask2d.tif")
+    image, inst = _read_tiff(img_path), _read_tiff(mask_path)
+    if image.shape != inst.shape or image.ndim != 2:
+        raise DataError(
+            f"{img_path} and {mask_path} must be two 2-D arrays of one shape, got {image.shape} and {inst.shape}"
+        )
+    inst = inst.astype(np.int32)
+    return Nuclei(image=image, instances=inst, mask=(inst > 0).astype(np.uint8), paths=(img_path, mask_path))
+
+
+# ---------------------------------------------------------------------------
+# loaders: the pyradiomics lesion scans (NRRD volumes)
+# ---------------------------------------------------------------------------
+
+RADIOMICS_CASES = ("brain1", "brain2", "breast1", "lung1", "lung2")
+
+
+class Volume(NamedTuple):
+    """A 3-D image in array order ``(z, y, x)`` with its geometry in mm."""
+
+    array: np.ndarray
+    spacing_mm: tuple[float, float, float]  # (z, y, x)
+    origin_mm: tuple[float, float, float]  # world position of voxel (0, 0, 0), in the file's `space`
+    space: str
+
+
+def read_nrrd(path: str | Path) -> Volume:
+    """Read a 3-D NRRD file with :mod:`nrrd` (pynrrd) into a :class:`Volume`.
+
+    NRRD stores the fastest-varying axis first (x, y, z); the array is returned
+    in C order ``(z, y, x)``, so ``array[k]`` is axial slice ``k``.  Spacing is
+    the length of each axis' *space direction* vector; oblique directions are
+    kept out of scope (an error says so).  An axis whose direction points
+    against its world axis is flipped (and the origin moved to the new first
+    voxel), so that indices always increase along +x, +y, +z of ``space``:
+    in LPS space row 0 is then anterior and column 0 the patient's right, the
+    radiological display convention.
+    """
+    import nrrd
+
+    path = Path(path)
+    try:
+        array, header = nrrd.read(str(path), index_order="C")
+    except Exception as exc:  # pynrrd raises NRRDError and OSError
+        raise ValueError(f"{path.name}: pynrrd cannot read it as NRRD ({exc})") from exc
+    if array.ndim != 3:
+        raise ValueError(f"{path.name}: expected a 3-D volume, got shape {array.shape}")
+    directions = header.get("space directions")
+    if directions is None:
+        raise ValueError(f"{path.name}: the header has no 'space directions', so the voxel size is unknown")
+    directions = np.asarray(directions, dtype=float)  # rows: x, y, z axis vectors
+    if np.count_nonzero(np.abs(directions) > 1e-6 * np.abs(directions).max()) != 3:
+        raise ValueError(f"{path.name}: oblique space directions {directions.tolist()} are not supported here")
+    spacing_xyz = np.linalg.norm(directions, axis=1)
+    origin = np.asarray(header.get("space origin", (0.0, 0.0, 0.0)), dtype=float)
+    for i in range(3):  # file axis i (x, y, z) is array axis 2 - i
+        j = int(np.argmax(np.abs(directions[i])))  # the world axis it runs along
+        if directions[i, j] < 0:
+            origin = origin + (array.shape[2 - i] - 1) * directions[i]
+            array = np.flip(array, axis=2 - i)
+    array = np.ascontiguousarray(array)
+    return Volume(
+        array,
+        tuple(float(s) for s in spacing_xyz[::-1]),
+        tuple(float(o) for o in origin),
+        str(header.get("space", "unknown")),
+    )
+
+
+def load_radiomics_case(case: str) -> tuple[Volume, Volume]:
+    """Image and lesion mask of one pyradiomics test case (``RADIOMICS_CASES``), via the data layer.
+
+    Checks that the two files share shape, spacing and origin, so that the
+    mask voxels are the image voxels, and returns the mask as ``uint8`` 0/1.
+
+    Taught in chapter 4, section 2.4 ("Real lesions with real masks: the pyradiomics scans").
+    """
+    if case not in RADIOMICS_CASES:
+        raise ValueError(f"case={case!r} is not a pyradiomics test case; choose one of {RADIOMICS_CASES}")
+    image = read_nrrd(sample("pyradiomics-samples", f"{case}_image.nrrd"))
+    mask = read_nrrd(sample("pyradiomics-samples", f"{case}_label.nrrd"))
+    if (
+        image.array.shape != mask.array.shape
+        or not np.allclose(image.spacing_mm, mask.spacing_mm)
+        or not np.allclose(image.origin_mm, mask.origin_mm)
+    ):
+        raise ValueError(
+            f"{case}: image and label geometry differ (shape {image.array.shape} vs "
+            f"{mask.array.shape}, spacing {image.spacing_mm} vs {mask.spacing_mm})"
+        )
+    return image, mask._replace(array=(mask.array > 0).astype(np.uint8))
 
 
 # ---------------------------------------------------------------------------

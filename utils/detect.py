@@ -777,16 +777,15 @@ def bootstrap_detection_ci(
     point = float(metric(gts, dets, scores))
     rng = np.random.default_rng(seed)
     n = len(gts)
-    stats = np.empty(n_boot)
+    reps = np.empty(n_boot)
     for b in course.progress(range(n_boot), desc="bootstrap"):
         idx = rng.integers(0, n, n)
         g = [gts[i] for i in idx]
         if sum(len(x) for x in g) == 0:
-            stats[b] = np.nan
+            reps[b] = np.nan
             continue
-        stats[b] = metric(g, [dets[i] for i in idx], [scores[i] for i in idx])
-    lo, hi = np.nanpercentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return point, float(lo), float(hi)
+        reps[b] = metric(g, [dets[i] for i in idx], [scores[i] for i in idx])
+    return stats.percentile_interval(point, reps, alpha)
 
 
 # ---------------------------------------------------------------------------

@@ -43,6 +43,7 @@ __all__ = [
     "extent_mm",
     "image_bytes",
     "phi_attributes",
+    "value_text",
     "nifti_summary",
     "real_world_units",
     "frame_geometry",
@@ -441,7 +442,15 @@ def frame_geometry(ds) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def value_text(value: Any, limit: int = 60) -> str:
+    """A DICOM element's value as one line of at most ``limit`` characters, for tables and audit logs.
+
+    Bytes print as ``<N bytes>``, a sequence as ``<sequence of N item(s)>``, anything else as ``str(value)``;
+    a longer text is cut and ends in ``…``.  Used by :func:`phi_attributes` and by the de-identification
+    audit of :mod:`utils.privacy`.
+
+    Taught in chapter 1, section "Patient data in the header", and in chapter 6, part 2, section 1.
+    """
     from pydicom.sequence import Sequence
 
     if isinstance(value, (bytes, bytearray)):
@@ -484,7 +493,7 @@ def phi_attributes(ds, *, include_empty: bool = False) -> list[PHIAttribute]:
             continue
         if not include_empty and _is_empty(elem.value):
             continue
-        found.append(PHIAttribute(keyword, f"({tag.group:04X},{tag.element:04X})", _short(elem.value), reason))
+        found.append(PHIAttribute(keyword, f"({tag.group:04X},{tag.element:04X})", value_text(elem.value), reason))
     return found
 
 
@@ -525,86 +534,3 @@ def nifti_summary(img) -> dict[str, Any]:
         "fov_mm": tuple(float(n * z) for n, z in zip(spatial, zooms[:3])),
         "affine": np.asarray(img.affine, dtype=float),
     }
-
-
-# ---------------------------------------------------------------------------
-# NRRD (the lesion scans of the pyradiomics test suite)
-# ---------------------------------------------------------------------------
-
-RADIOMICS_CASES = ("brain1", "brain2", "breast1", "lung1", "lung2")
-
-
-class Volume(NamedTuple):
-    """A 3-D image in array order ``(z, y, x)`` with its geometry in mm."""
-
-    array: np.ndarray
-    spacing_mm: tuple[float, float, float]  # (z, y, x)
-    origin_mm: tuple[float, float, float]  # world position of voxel (0, 0, 0), in the file's `space`
-    space: str
-
-
-def read_nrrd(path: str | Path) -> Volume:
-    """Read a 3-D NRRD file with :mod:`nrrd` (pynrrd) into a :class:`Volume`.
-
-    NRRD stores the fastest-varying axis first (x, y, z); the array is returned
-    in C order ``(z, y, x)``, so ``array[k]`` is axial slice ``k``.  Spacing is
-    the length of each axis' *space direction* vector; oblique directions are
-    kept out of scope (an error says so).  An axis whose direction points
-    against its world axis is flipped (and the origin moved to the new first
-    voxel), so that indices always increase along +x, +y, +z of ``space``:
-    in LPS space row 0 is then anterior and column 0 the patient's right, the
-    radiological display convention.
-    """
-    import nrrd
-
-    path = Path(path)
-    try:
-        array, header = nrrd.read(str(path), index_order="C")
-    except Exception as exc:  # pynrrd raises NRRDError and OSError
-        raise ValueError(f"{path.name}: pynrrd cannot read it as NRRD ({exc})") from exc
-    if array.ndim != 3:
-        raise ValueError(f"{path.name}: expected a 3-D volume, got shape {array.shape}")
-    directions = header.get("space directions")
-    if directions is None:
-        raise ValueError(f"{path.name}: the header has no 'space directions', so the voxel size is unknown")
-    directions = np.asarray(directions, dtype=float)  # rows: x, y, z axis vectors
-    if np.count_nonzero(np.abs(directions) > 1e-6 * np.abs(directions).max()) != 3:
-        raise ValueError(f"{path.name}: oblique space directions {directions.tolist()} are not supported here")
-    spacing_xyz = np.linalg.norm(directions, axis=1)
-    origin = np.asarray(header.get("space origin", (0.0, 0.0, 0.0)), dtype=float)
-    for i in range(3):  # file axis i (x, y, z) is array axis 2 - i
-        j = int(np.argmax(np.abs(directions[i])))  # the world axis it runs along
-        if directions[i, j] < 0:
-            origin = origin + (array.shape[2 - i] - 1) * directions[i]
-            array = np.flip(array, axis=2 - i)
-    array = np.ascontiguousarray(array)
-    return Volume(
-        array,
-        tuple(float(s) for s in spacing_xyz[::-1]),
-        tuple(float(o) for o in origin),
-        str(header.get("space", "unknown")),
-    )
-
-
-def load_radiomics_case(case: str) -> tuple[Volume, Volume]:
-    """Image and lesion mask of one pyradiomics test case (``RADIOMICS_CASES``), via the data layer.
-
-    Checks that the two files share shape, spacing and origin, so that the
-    mask voxels are the image voxels, and returns the mask as ``uint8`` 0/1.
-    """
-    from . import data
-
-    if case not in RADIOMICS_CASES:
-        raise ValueError(f"case={case!r} is not a pyradiomics test case; choose one of {RADIOMICS_CASES}")
-    image = read_nrrd(data.sample("pyradiomics-samples", f"{case}_image.nrrd"))
-    mask = read_nrrd(data.sample("pyradiomics-samples", f"{case}_label.nrrd"))
-    if (
-        image.array.shape != mask.array.shape
-        or not np.allclose(image.spacing_mm, mask.spacing_mm)
-        or not np.allclose(image.origin_mm, mask.origin_mm)
-    ):
-        raise ValueError(
-            f"{case}: image and label geometry differ (shape {image.array.shape} vs "
-            f"{mask.array.shape}, spacing {image.spacing_mm} vs {mask.spacing_mm})"
-        )
-    return image, mask._replace(array=(mask.array > 0).astype(np.uint8))

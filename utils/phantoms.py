@@ -752,6 +752,8 @@ def _add_noise(rng, clean, noise, model):
 def _generate(
     n,
     counts_fn,
+    params,
+    *,
     size,
     radius,
     contrast,
@@ -764,9 +766,13 @@ def _generate(
     noise_model,
     texture,
     structures,
-    params,
 ):
-    """Shared engine of the generators; ``counts_fn(i, rng_i)`` gives image i's lesion count."""
+    """Shared engine of the generators; ``counts_fn(i, rng_i)`` gives image i's lesion count.
+
+    ``params`` holds what only the calling generator knows (its kind and lesion counts); every other
+    argument is one of the public generators' keyword arguments, passed by name (so that two of
+    them can never be swapped by position).
+    """
     h, w = _size(size)
     r, asp, soft, margin, min_distance = _lesion_shape_args(radius, aspect, softness, (h, w), margin, min_distance)
     con = _range("contrast", contrast, lo=-1.0, hi=1.0, hint=" (intensity units of the [0, 1] image)")
@@ -925,19 +931,19 @@ def make_lesion_phantoms(
     return _generate(
         n,
         counts,
-        size,
-        radius,
-        contrast,
-        noise,
-        seed,
-        softness,
-        aspect,
-        min_distance,
-        margin,
-        noise_model,
-        texture,
-        structures,
         dict(kind="lesion", n=n, n_lesions=nl),
+        size=size,
+        radius=radius,
+        contrast=contrast,
+        noise=noise,
+        seed=seed,
+        softness=softness,
+        aspect=aspect,
+        min_distance=min_distance,
+        margin=margin,
+        noise_model=noise_model,
+        texture=texture,
+        structures=structures,
     )
 
 
@@ -988,19 +994,19 @@ def make_classification_phantoms(
     return _generate(
         n,
         counts,
-        size,
-        radius,
-        contrast,
-        noise,
-        seed,
-        softness,
-        aspect,
-        min_distance,
-        margin,
-        noise_model,
-        texture,
-        structures,
         dict(kind="classification", n=n, n_lesions=nl, positive_fraction=float(positive_fraction)),
+        size=size,
+        radius=radius,
+        contrast=contrast,
+        noise=noise,
+        seed=seed,
+        softness=softness,
+        aspect=aspect,
+        min_distance=min_distance,
+        margin=margin,
+        noise_model=noise_model,
+        texture=texture,
+        structures=structures,
     )
 
 

@@ -51,8 +51,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import course
-from .imaging import PHIAttribute
-from .imaging import _short as _short_text
+from .imaging import PHIAttribute, value_text
 
 __all__ = [
     "BASIC_PROFILE",
@@ -73,7 +72,6 @@ __all__ = [
     "surviving_identifiers",
     "compare_with_library",
     "split_by_label_mix",
-    "small_cnn",
     "fedavg",
     "federated_averaging",
     "per_example_gradients",
@@ -334,8 +332,8 @@ def pseudonym(value: str, salt: str) -> str:
 
 
 def _short(value: Any, limit: int = 48) -> str:
-    """:func:`utils.imaging._short` for the audit log, where an absent value prints as empty."""
-    return _short_text("" if value is None else value, limit)
+    """:func:`utils.imaging.value_text` for the audit log, where an absent value prints as empty."""
+    return value_text("" if value is None else value, limit)
 
 
 def _tag_text(tag) -> str:
@@ -841,37 +839,6 @@ def split_by_label_mix(
     return out
 
 
-def small_cnn(input_shape: Sequence[int] = (28, 28, 1), n_classes: int = 2, *, width: int = 8, name: str = "small_cnn"):
-    """A very small CNN without batch normalisation (so that per-example gradients and weight averages are clean).
-
-    ``Rescaling`` ([0, 1] → [-2, 2]) → Conv 3×3 (``width``, ReLU) → MaxPool 2 →
-    Conv 3×3 (2·``width``, ReLU) → MaxPool 2 → Conv 3×3 (4·``width``, ReLU) →
-    global average pooling → Dense(``n_classes``) **logits** (no softmax: use a
-    loss with ``from_logits=True`` and :func:`keras.ops.softmax` for
-    probabilities).  Batch normalisation is avoided on purpose: it mixes the
-    examples of a batch (so an example's gradient depends on the others, which
-    breaks DP-SGD's per-example clipping) and has running statistics that are
-    not trained weights.
-    """
-    import keras
-    from keras import layers
-
-    return keras.Sequential(
-        [
-            keras.Input(tuple(input_shape)),
-            layers.Rescaling(4.0, offset=-2.0),
-            layers.Conv2D(width, 3, padding="same", activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Conv2D(2 * width, 3, padding="same", activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Conv2D(4 * width, 3, padding="same", activation="relu"),
-            layers.GlobalAveragePooling2D(),
-            layers.Dense(n_classes, name="logits"),
-        ],
-        name=name,
-    )
-
-
 def fedavg(client_weights: Sequence[Sequence[np.ndarray]], sizes: Sequence[int]) -> list[np.ndarray]:
     """Federated averaging (McMahan et al. 2017): ``w = Σ_k (n_k / n) · w_k`` for every weight array.
 
@@ -999,7 +966,7 @@ def per_example_gradients(model, loss_fn: Callable, x, y, *, method: str = "vect
     over ``model.stateless_call`` (PyTorch).  ``method="loop"`` takes the examples one at a time
     (micro-batches of one, :func:`loss_gradients`) and stacks the results: slower, the same numbers.
     The model's non-trainable state (batch-norm statistics, seeds) is read but not updated: DP-SGD's
-    models should not mix examples (no batch normalisation, see :func:`small_cnn`).
+    models should not mix examples (no batch normalisation, see :func:`utils.classify.small_cnn`).
     """
     from keras import ops
 

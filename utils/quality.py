@@ -1,6 +1,6 @@
 """Data quality and class imbalance helpers for chapter 6: label noise, imbalance methods, dataset audits.
 
-Keras parts (:class:`GeneralizedCrossEntropy`, :func:`binary_cnn`) use
+The Keras part (:class:`GeneralizedCrossEntropy`) uses
 ``keras.ops`` only, so they run on the TensorFlow, JAX and PyTorch backends.
 The rest is NumPy / SciPy / scikit-learn.
 
@@ -10,9 +10,9 @@ Label noise
     noise-robust loss of Zhang & Sabuncu (2018).
 Imbalance
     :func:`class_weights` (the "balanced" weights of scikit-learn),
-    :func:`oversample_indices` (random over-sampling of the minority classes),
-    :func:`binary_cnn` (the chapter-2 CNN with one sigmoid output, for
-    ``keras.losses.BinaryFocalCrossentropy``); the operating points on the ROC curve
+    :func:`oversample_indices` (random over-sampling of the minority classes);
+    the network with one sigmoid output that focal loss needs is
+    :func:`utils.classify.binary_cnn`; the operating points on the ROC curve
     are :func:`utils.metrics.threshold_for_specificity` and :func:`utils.metrics.sensitivity_at_specificity`.
 Audits
     :func:`exact_duplicates` (SHA-1 of the pixel bytes),
@@ -24,7 +24,7 @@ Audits
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -139,25 +139,6 @@ def oversample_indices(y: np.ndarray, *, seed: int = 0) -> np.ndarray:
     out = np.concatenate(parts)
     rng.shuffle(out)
     return out
-
-
-def binary_cnn(input_shape: Sequence[int], **kwargs):
-    """The chapter-2 CNN (:func:`utils.classify.medmnist_cnn`) with one sigmoid output ``P(positive)``.
-
-    The trunk, pooling and dropout are those of ``medmnist_cnn(**kwargs)``; the
-    two-class softmax head is replaced by ``Dense(1)`` (layer ``logit``) and a
-    sigmoid (layer ``prob``), the form that ``keras.losses.BinaryCrossentropy``
-    and ``BinaryFocalCrossentropy`` expect.
-    """
-    import keras
-
-    from .classify import medmnist_cnn
-
-    base = medmnist_cnn(input_shape, 2, **kwargs)
-    features = base.get_layer("logits").input
-    z = keras.layers.Dense(1, name="logit")(features)
-    out = keras.layers.Activation("sigmoid", name="prob")(z)
-    return keras.Model(base.inputs, out, name=base.name + "_binary")
 
 
 # ---------------------------------------------------------------------------

@@ -29,8 +29,8 @@ two directed 95th percentiles, as MONAI computes it; ``convention="pooled"`` giv
 pooled version), :func:`average_surface_distance`, :func:`segmentation_scores`; paired comparisons with
 bootstrap intervals (:func:`paired_difference_ci`) and over several training
 seeds (:func:`compare_over_seeds`).
-Data: :func:`load_nuclei` (the 2018 Data Science Bowl image that ships in the
-stardist wheel), :func:`phantom_set` (synthetic lesions with exact masks),
+Data: the nuclei image is :func:`utils.data.load_nuclei` (the 2018 Data Science Bowl
+image that ships in the stardist wheel); here are :func:`phantom_set` (synthetic lesions with exact masks),
 :func:`region_split` / :func:`extract_tiles` (tiles split by region, never
 overlapping; :func:`overlap_pixels` proves it).
 
@@ -52,20 +52,14 @@ Conventions for empty masks (documented and tested)
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from . import course, data
+from . import course
 from .metrics import bootstrap_ci
 
-NUCLEI_DATASET = "stardist-nuclei"
-
 __all__ = [
-    "Nuclei",
-    "load_nuclei",
     "normalize_percentile",
     "phantom_set",
     "tile_boxes",
@@ -99,54 +93,6 @@ __all__ = [
 # ---------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------
-
-
-@dataclass
-class Nuclei:
-    """The 2018 Data Science Bowl fluorescence image shipped with stardist.
-
-    Attributes
-    ----------
-    image : uint16 (512, 512), the raw nuclear stain
-    instances : int32 (512, 512), 0 = background, 1..k one label per nucleus
-    mask : uint8 (512, 512), 1 on nucleus pixels (``instances > 0``)
-    paths : the two verified files read (image, mask)
-    """
-
-    image: np.ndarray
-    instances: np.ndarray
-    mask: np.ndarray
-    paths: tuple
-
-    @property
-    def n_nuclei(self) -> int:
-        """Number of annotated nuclei (distinct non-zero labels)."""
-        return int(len(np.unique(self.instances)) - (0 in self.instances))
-
-
-def _read_tiff(path: Path) -> np.ndarray:
-    import tifffile  # a dependency of scikit-image
-
-    return np.asarray(tifffile.imread(str(path)))
-
-
-def load_nuclei() -> Nuclei:
-    """Load the nuclei image and its instance mask through the data layer (:mod:`utils.data`).
-
-    The files are ``stardist/data/images/img2d.tif`` and ``mask2d.tif`` of the
-    stardist 0.9.2 wheel on PyPI (2018 Data Science Bowl, Caicedo et al.,
-    Nature Methods 2019); they are fetched, checksum-verified and cached like
-    any other dataset, and stardist itself is never installed.
-    """
-    img_path = data.locate(NUCLEI_DATASET, "img2d.tif")
-    mask_path = data.locate(NUCLEI_DATASET, "mask2d.tif")
-    image, inst = _read_tiff(img_path), _read_tiff(mask_path)
-    if image.shape != inst.shape or image.ndim != 2:
-        raise data.DataError(
-            f"{img_path} and {mask_path} must be two 2-D arrays of one shape, got {image.shape} and {inst.shape}"
-        )
-    inst = inst.astype(np.int32)
-    return Nuclei(image=image, instances=inst, mask=(inst > 0).astype(np.uint8), paths=(img_path, mask_path))
 
 
 def normalize_percentile(image, low: float = 1.0, high: float = 99.8) -> np.ndarray:
