@@ -102,3 +102,21 @@ def test_outlier_scores_flag_a_blank_image_and_label_table():
     header, rows = quality.label_table({"train": np.array([0, 0, 1]), "test": np.array([1])}, {0: "a", 1: "b"})
     assert header == ["split", "n", "a", "b"]
     assert rows[0][:3] == ["train", 3, "2 (66.7%)"] and rows[1][2] == "0 (0.0%)"
+
+
+def test_label_fit_counts_memorised_flips_and_fitted_clean_labels():
+    y = np.array([0, 1, 0, 1, 0, 1])
+    noisy, flipped = quality.flip_labels(y, 1 / 3, seed=0)  # two cases flipped
+    # a model that predicts the true labels has memorised no flip and fits every clean case
+    truth = np.eye(2)[y]
+    assert quality.label_fit(truth, noisy, flipped) == (0.0, 1.0)
+    # one that reproduces the noisy labels has memorised both flips
+    assert quality.label_fit(np.eye(2)[noisy], noisy, flipped) == (1.0, 1.0)
+    # one that always says class 0: half the flips happen to be fitted or not, by their noisy label
+    const = np.tile([0.9, 0.1], (6, 1))
+    f, c = quality.label_fit(const, noisy, flipped)
+    assert f == np.mean(noisy[flipped] == 0)
+    assert c == np.mean(np.delete(noisy, flipped) == 0)
+    assert np.isnan(quality.label_fit(truth, y, np.array([], int))[0])
+    with pytest.raises(ValueError, match="probabilities must be"):
+        quality.label_fit(truth[:3], noisy, flipped)

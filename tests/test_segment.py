@@ -187,53 +187,6 @@ def test_surface_distances_scale_with_spacing():
     assert segment.hausdorff(a, b, spacing=(0.5, 0.5)) == pytest.approx(0.5 * segment.hausdorff(a, b))
 
 
-def test_segmentation_scores_and_cis():
-    t = np.stack([disc((32, 32), 16, 16, 6), disc((32, 32), 10, 10, 4)])[..., None]
-    p = np.stack([disc((32, 32), 16, 17, 6), np.zeros((32, 32), np.uint8)])[..., None]
-    s = segment.segmentation_scores(t, p)
-    assert set(s) == {"dice", "iou", "hd95", "assd"} and s["dice"].shape == (2,)
-    assert 0.8 < s["dice"][0] < 1 and s["dice"][1] == 0 and s["hd95"][1] == pytest.approx(np.hypot(32, 32))
-    m, lo, hi = segment.mean_ci([0.2, 0.4, 0.6, 0.8], n_boot=500)
-    assert m == pytest.approx(0.5) and lo < m < hi and 0.2 <= lo and hi <= 0.8
-    d, lo, hi = segment.paired_difference_ci([0.9, 0.8, 0.7], [0.8, 0.7, 0.6], n_boot=200)
-    assert d == pytest.approx(0.1) and lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
-
-
-def test_compare_over_seeds_separates_seed_and_case_variation():
-    rng = np.random.default_rng(0)
-    base = rng.uniform(0.6, 0.9, 20)
-    # model A is 0.02 better in seed 0, 0.01 worse in seed 1, 0.02 better in seed 2
-    shifts = {0: 0.02, 1: -0.01, 2: 0.02}
-    scores = {s: {"A": base + d + rng.normal(0, 0.005, 20), "B": base} for s, d in shifts.items()}
-    out = segment.compare_over_seeds(scores, "A", "B", n_boot=500)
-    assert out["seeds"] == [0, 1, 2] and [r[0] for r in out["per_seed"]] == [0, 1, 2]
-    per_seed = np.array([r[3] for r in out["per_seed"]])
-    assert per_seed == pytest.approx([0.02, -0.01, 0.02], abs=0.004)
-    mean, lo, hi = out["diff"]
-    assert mean == pytest.approx(per_seed.mean()) and lo < mean < hi
-    assert out["diff_sd"] == pytest.approx(np.std(per_seed, ddof=1))
-    assert out["a_at_least_b"] == 2
-    assert out["mean_a"] - out["mean_b"] == pytest.approx(mean)
-    one = segment.compare_over_seeds({3: scores[0]}, "A", "B", n_boot=200)
-    assert np.isnan(one["diff_sd"]) and one["a_at_least_b"] == 1
-
-
-def test_compare_over_seeds_rejects_mismatched_cases():
-    with pytest.raises(ValueError, match="seed 1, model 'B': 3 cases, expected 4"):
-        segment.compare_over_seeds(
-            {0: {"A": [1, 1, 1, 1], "B": [1, 1, 1, 1]}, 1: {"A": [1, 1, 1, 1], "B": [1, 1, 1]}}, "A", "B"
-        )
-    with pytest.raises(ValueError, match="seed 0: no scores for model 'B'"):
-        segment.compare_over_seeds({0: {"A": [1.0]}}, "A", "B")
-    with pytest.raises(ValueError, match="empty"):
-        segment.compare_over_seeds({}, "A", "B")
-
-
-# ---------------------------------------------------------------------------
-# losses
-# ---------------------------------------------------------------------------
-
-
 def test_soft_dice_loss_matches_keras_dice(keras):
     rng = np.random.default_rng(0)
     y = (rng.random((3, 16, 16, 1)) > 0.7).astype("float32")
@@ -427,3 +380,11 @@ def test_mean_inside_outside():
     assert segment.mean_inside_outside(v, v > 2) == (3.5, 1.5)
     with pytest.raises(ValueError, match="some pixels"):
         segment.mean_inside_outside(v, np.ones((2, 2)))
+
+
+def test_segmentation_scores():
+    t = np.stack([disc((32, 32), 16, 16, 6), disc((32, 32), 10, 10, 4)])[..., None]
+    p = np.stack([disc((32, 32), 16, 17, 6), np.zeros((32, 32), np.uint8)])[..., None]
+    s = segment.segmentation_scores(t, p)
+    assert set(s) == {"dice", "iou", "hd95", "assd"} and s["dice"].shape == (2,)
+    assert 0.8 < s["dice"][0] < 1 and s["dice"][1] == 0 and s["hd95"][1] == pytest.approx(np.hypot(32, 32))

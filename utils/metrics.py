@@ -198,6 +198,83 @@ def paired_difference(
     return bootstrap_ci(lambda y, s: metric(y, s[:, 0]) - metric_b(y, s[:, 1]), y_true, both, **bootstrap_kwargs)
 
 
+def mean_ci(values, *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of per-case values and its percentile bootstrap ``(1 - alpha)`` CI, resampling cases."""
+    v = np.asarray(values, float).reshape(-1)
+    return bootstrap_ci(
+        lambda _y, s: float(np.mean(s)), np.zeros(len(v)), v, n_boot=n_boot, alpha=alpha, seed=seed, stratified=False
+    )
+
+
+def paired_difference_ci(values_a, values_b, **kwargs) -> tuple[float, float, float]:
+    """Mean of the per-case differences ``a - b`` (same test cases) with its bootstrap CI."""
+    a, b = np.asarray(values_a, float), np.asarray(values_b, float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values must have one shape, got {a.shape} and {b.shape}")
+    return mean_ci(a - b, **kwargs)
+
+
+def compare_over_seeds(
+    scores_by_seed, model_a: str, model_b: str, *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> dict:
+    """Summarise a paired comparison of two models repeated over several training seeds on one test set.
+
+    ``scores_by_seed[s][name]`` holds the per-case scores (e.g. Dice) of model
+    ``name`` trained with seed ``s``, on the same test cases in the same order
+    for every seed and model.  A confidence interval from one training run
+    resamples test cases only; it says nothing about how the ranking changes
+    with the seed.  This summary shows both sources of variation:
+
+    * per seed: the mean score of each model and the mean paired difference
+      ``a - b`` (``"per_seed"``: rows ``(seed, mean_a, mean_b, mean_diff)``);
+    * between seeds: the standard deviation of the per-seed differences
+      (``"diff_sd"``, ``nan`` for one seed) and the number of seeds in which
+      ``a`` scored at least as high as ``b`` (``"a_at_least_b"``);
+    * the seed-averaged comparison: each case's score is averaged over the
+      seeds (the expected score of one training run on that case), and the
+      paired bootstrap over cases gives ``"diff"`` = ``(mean, low, high)``.
+      Its mean equals the mean of the per-seed differences.
+
+    Raises ``ValueError`` naming the seed and model whose scores are missing
+    or have a different number of cases.
+    """
+    seeds = list(scores_by_seed)
+    if not seeds:
+        raise ValueError("scores_by_seed is empty: train at least one seed")
+    rows = {model_a: [], model_b: []}
+    for s in seeds:
+        for name, kept in rows.items():
+            if name not in scores_by_seed[s]:
+                raise ValueError(f"seed {s}: no scores for model {name!r} (have {sorted(scores_by_seed[s])})")
+            v = np.asarray(scores_by_seed[s][name], float).reshape(-1)
+            n_cases = len(rows[model_a][0]) if rows[model_a] else len(v)
+            if len(v) != n_cases:
+                raise ValueError(
+                    f"seed {s}, model {name!r}: {len(v)} cases, expected {n_cases} "
+                    "(every seed and model must be scored on the same test cases)"
+                )
+            kept.append(v)
+    a, b = np.stack(rows[model_a]), np.stack(rows[model_b])  # (n_seeds, n_cases)
+    per_seed_diff = (a - b).mean(axis=1)
+    return {
+        "seeds": seeds,
+        "per_seed": [
+            (s, float(ma), float(mb), float(d))
+            for s, ma, mb, d in zip(seeds, a.mean(axis=1), b.mean(axis=1), per_seed_diff)
+        ],
+        "mean_a": float(a.mean()),
+        "mean_b": float(b.mean()),
+        "diff": paired_difference_ci(a.mean(axis=0), b.mean(axis=0), n_boot=n_boot, alpha=alpha, seed=seed),
+        "diff_sd": float(per_seed_diff.std(ddof=1)) if len(seeds) > 1 else float("nan"),
+        "a_at_least_b": int((per_seed_diff >= 0).sum()),
+    }
+
+
+# ---------------------------------------------------------------------------
+# training helpers
+# ---------------------------------------------------------------------------
+
+
 def reliability_curve(
     y_true: np.ndarray, y_score: np.ndarray, n_bins: int = 10
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -7,7 +7,8 @@ The rest is NumPy / SciPy / scikit-learn.
 Label noise
     :func:`flip_labels` flips exactly ``round(fraction · N)`` labels, chosen
     deterministically from a seed; :class:`GeneralizedCrossEntropy` is the
-    noise-robust loss of Zhang & Sabuncu (2018).
+    noise-robust loss of Zhang & Sabuncu (2018); :func:`label_fit` measures how
+    much of the noise a model has memorised.
 Imbalance
     :func:`class_weights` (the "balanced" weights of scikit-learn),
     :func:`oversample_indices` (random over-sampling of the minority classes);
@@ -60,6 +61,31 @@ def flip_labels(
     else:
         noisy[idx] = (y[idx] + rng.integers(1, k, size=n_flip)) % k
     return noisy, idx
+
+
+def label_fit(probabilities: np.ndarray, given: np.ndarray, flipped: np.ndarray) -> tuple[float, float]:
+    """Share of the flipped and of the clean training cases whose predicted class is their *given* label.
+
+    ``probabilities`` ``(N, K)`` are a model's predictions on the training images, ``given`` ``(N,)`` the
+    labels it was trained on (with the noise), ``flipped`` the indices :func:`flip_labels` corrupted.
+    Returns ``(flipped_fit, clean_fit)``: a flipped case "fits" when the model predicts its wrong label,
+    i.e. it has memorised the noise; a clean case when it predicts its true label.  Recorded after every
+    epoch, the two curves show the memorisation phase of Arpit et al. (2017): clean cases are fitted
+    first, flipped ones later.  ``flipped_fit`` is NaN when nothing was flipped, ``clean_fit`` when
+    everything was.
+
+    Taught in chapter 6, section 1.2 ("Label noise").
+    """
+    p = np.asarray(probabilities, float)
+    given = np.asarray(given).reshape(-1)
+    if p.ndim != 2 or len(p) != len(given):
+        raise ValueError(f"probabilities must be (N, K) with N = len(given) = {len(given)}, got shape {p.shape}")
+    hit = p.argmax(axis=1) == given
+    is_flipped = np.zeros(len(given), bool)
+    is_flipped[np.asarray(flipped, dtype=int)] = True
+    flipped_fit = float(hit[is_flipped].mean()) if is_flipped.any() else float("nan")
+    clean_fit = float(hit[~is_flipped].mean()) if (~is_flipped).any() else float("nan")
+    return flipped_fit, clean_fit
 
 
 class GeneralizedCrossEntropy:
