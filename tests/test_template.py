@@ -35,7 +35,9 @@ OVER_BUDGET = {
     "02_cnn_classification": 1023,
     "03_attention_segmentation": 681,
     "05_gan_synthesis": 818,
-    "06_challenges": 1046,
+    # 1046 on 2026-12-02; raised on 2026-12-03 by the memorisation study of issue 15 (three seeds, per-epoch
+    # fits; 108 lines), which is required content. Thinning this chapter is open work (issue 17, item 2).
+    "06_challenges": 1155,
     "06_privacy": 765,
 }
 #: Chapter-local helpers over ``HELPER_LINES_BUDGET`` on 2026-12-02 (chapter, name): length then.
