@@ -493,13 +493,92 @@ def test_federated_averaging_with_keras():
     rng = np.random.default_rng(0)
     clients = [(rng.random((12, 8, 8, 1), dtype=np.float32), rng.integers(0, 2, 12)) for _ in range(2)]
     start = model.get_weights()
-    history = privacy.federated_averaging(
-        model, clients, rounds=2, local_epochs=1, batch_size=4, on_round=lambda r, m: r
-    )
-    assert history == [0, 1]
+    run = privacy.federated_averaging(model, clients, rounds=2, local_epochs=1, batch_size=4, on_round=lambda r, m: r)
+    assert run.history == [0, 1]
     assert any(not np.allclose(a, b) for a, b in zip(start, model.get_weights()))
+    # plain FedAvg: every client deploys the global model
+    for w in run.client_weights:
+        assert all(np.array_equal(a, b) for a, b in zip(w, model.get_weights()))
     with pytest.raises(ValueError, match="rounds and local_epochs"):
         privacy.federated_averaging(model, clients, rounds=0, local_epochs=1, batch_size=4)
+    with pytest.raises(ValueError, match="no layer of type"):
+        privacy.federated_averaging(
+            model, clients, rounds=1, local_epochs=1, batch_size=4, local_layers=keras.layers.BatchNormalization
+        )
+
+
+def _bn_model():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = classify.small_cnn((8, 8, 1), 2, width=2, batch_norm=True)
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    return model
+
+
+def test_fedbn_keeps_each_clients_batch_norm_and_averages_the_rest():
+    import keras
+
+    model = _bn_model()
+    rng = np.random.default_rng(1)
+    # two sites whose images differ in brightness: their batch-norm statistics must differ
+    clients = [(rng.random((16, 8, 8, 1), dtype=np.float32) * 0.3 + off, rng.integers(0, 2, 16)) for off in (0.0, 0.6)]
+    run = privacy.federated_averaging(
+        model, clients, rounds=2, local_epochs=1, batch_size=8, local_layers=keras.layers.BatchNormalization
+    )
+    bn = {v.path for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) for v in layer.weights}
+    is_bn = [v.path in bn for v in model.weights]
+    assert sum(is_bn) == 12  # three layers x (gamma, beta, moving mean, moving variance)
+    a, b = run.client_weights
+    final = model.get_weights()
+    for i, local in enumerate(is_bn):
+        if local:
+            assert not np.allclose(a[i], b[i]) or "gamma" in model.weights[i].path or "beta" in model.weights[i].path
+        else:  # shared weights: the averaged model's, at both sites
+            assert np.array_equal(a[i], final[i]) and np.array_equal(b[i], final[i])
+    moving_means = [i for i, v in enumerate(model.weights) if v.path.endswith("moving_mean")]
+    assert not np.allclose(a[moving_means[0]], b[moving_means[0]])  # the first layer sees the brightness shift
+
+
+def test_training_start_restores_weights_and_optimizer_state():
+    model = _bn_model()
+    start = privacy.TrainingStart(model)
+    x, y = np.random.default_rng(0).random((8, 8, 8, 1), dtype=np.float32), np.array([0, 1] * 4)
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 2
+    start.restore(model)
+    assert int(model.optimizer.iterations.numpy()) == 0
+    assert all(np.array_equal(a, b) for a, b in zip(start.weights, model.get_weights()))
+
+
+def test_small_cnn_batch_norm_is_optional():
+    import keras
+
+    plain, bn = classify.small_cnn((8, 8, 1), width=2), classify.small_cnn((8, 8, 1), width=2, batch_norm=True)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in plain.layers)
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in bn.layers) == 3
+
+
+def test_acquisition_shift_simulates_a_scanner():
+    x = np.random.default_rng(0).random((5, 8, 8, 1)).astype(np.float32)
+    assert np.array_equal(privacy.acquisition_shift(x, privacy.Scanner()), x)  # the identity
+    coarse = privacy.acquisition_shift(x, privacy.Scanner(resolution=2))
+    assert coarse.shape == x.shape and coarse.dtype == np.float32
+    assert np.allclose(coarse[:, ::2, ::2], coarse[:, 1::2, 1::2])  # 2x2 blocks are constant
+    assert np.allclose(coarse.mean(), x.mean(), atol=1e-6)  # block averages keep the mean
+    assert np.allclose(privacy.acquisition_shift(x, privacy.Scanner(gamma=2.0)), x**2, atol=1e-6)
+    assert np.allclose(privacy.acquisition_shift(x, privacy.Scanner(contrast=0.0)), 0.5)
+    grey = np.full((200, 8, 8), 0.5, np.float32)
+    noisy = privacy.acquisition_shift(grey, privacy.Scanner(noise=0.05), seed=3)
+    assert abs(float(noisy.std()) - 0.05) < 0.003
+    assert np.array_equal(noisy, privacy.acquisition_shift(grey, privacy.Scanner(noise=0.05), seed=3))
+    assert not np.array_equal(noisy, privacy.acquisition_shift(grey, privacy.Scanner(noise=0.05), seed=4))
+    with pytest.raises(ValueError, match="resolution must be a positive divisor"):
+        privacy.acquisition_shift(x, privacy.Scanner(resolution=3))
+    with pytest.raises(ValueError, match="gamma must be"):
+        privacy.acquisition_shift(x, privacy.Scanner(gamma=0.0))
 
 
 # ---------------------------------------------------------------------------

@@ -254,3 +254,19 @@ def test_a_cell_that_only_checks_is_read_only_in_the_student_edition():
     out = student.student_notebook(nb)
     assert out.cells[1].metadata["editable"] is False and out.cells[1].metadata["deletable"] is False
     assert "editable" not in out.cells[0].metadata and "editable" not in out.cells[2].metadata
+
+
+@pytest.mark.parametrize("path", student.notebooks(), ids=lambda p: p.stem)
+def test_the_student_edition_imports_what_its_placeholders_use(path):
+    """A placeholder calls ``exercises.…``; a chapter that does not import ``exercises`` itself (its teacher
+    edition may not need it) would stop every exercise with a NameError in the student's copy."""
+    edition = student.student_notebook(nbformat.read(path, as_version=4), path.name)
+    code = [c.source for c in edition.cells if c.cell_type == "code"]
+    if not any("exercises." in s for s in code):
+        return
+    bound = set()
+    for source in code:
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and node.module == "utils":
+                bound |= {a.asname or a.name for a in node.names}
+    assert "exercises" in bound, f"{path.name}: add `exercises` to the set-up cell's `from utils import ...`"

@@ -38,7 +38,9 @@ OVER_BUDGET = {
     # 1046 on 2026-12-02; raised on 2026-12-03 by the memorisation study of issue 15 (three seeds, per-epoch
     # fits; 108 lines), which is required content. Thinning this chapter is open work (issue 17, item 2).
     "06_challenges": 1155,
-    "06_privacy": 765,
+    # 765 on 2026-12-02; raised on 2026-12-03 by the acquisition-shift study of issue 15 (FedAvg, FedBN, local and
+    # pooled training over seeds at three simulated scanners; 114 lines, 7 saved elsewhere).
+    "06_privacy": 872,
 }
 #: Chapter-local helpers over ``HELPER_LINES_BUDGET`` on 2026-12-02 (chapter, name): length then.
 LONG_HELPERS = {

@@ -21,7 +21,8 @@ Three ways of protecting patients, each with what it does *not* protect against:
   splits of a labelled set, :func:`fedavg` is the weighted average of client
   models of McMahan et al. (2017) written on Keras' ``get_weights`` /
   ``set_weights`` (backend-agnostic), and :func:`federated_averaging` runs the
-  rounds.
+  rounds (FedAvg, or FedBN with ``local_layers``); :func:`acquisition_shift` simulates sites whose
+  scanners differ (a :class:`Scanner` per site).
 * **Differential privacy**: :func:`clip_and_noise` is the DP-SGD aggregation of
   Abadi et al. (2016) (clip every example's gradient to L2 norm C, sum, add
   Gaussian noise N(0, σ²C²), divide by the expected batch size) in
@@ -73,6 +74,10 @@ __all__ = [
     "compare_with_library",
     "split_by_label_mix",
     "fedavg",
+    "Scanner",
+    "acquisition_shift",
+    "TrainingStart",
+    "FederatedRun",
     "federated_averaging",
     "per_example_gradients",
     "clip_and_noise",
@@ -868,6 +873,90 @@ def fedavg(client_weights: Sequence[Sequence[np.ndarray]], sizes: Sequence[int])
     return out
 
 
+class Scanner(NamedTuple):
+    """How one simulated site acquires its images (see :func:`acquisition_shift`)."""
+
+    gamma: float = 1.0  # intensity transfer x -> x ** gamma (detector response, processing LUT)
+    contrast: float = 1.0  # scaling around mid-grey, 0.5 + contrast * (x - 0.5)
+    resolution: int = 1  # detector pixels per image pixel, per side (2: a 14x14 detector for 28x28 images)
+    noise: float = 0.0  # standard deviation of additive Gaussian noise (quantum and electronic noise)
+
+
+def acquisition_shift(x: np.ndarray, scanner: Scanner, *, seed: int = 0) -> np.ndarray:
+    """Images ``x`` in [0, 1] as a site with ``scanner`` would acquire them: a simulated acquisition shift.
+
+    In this order: block-average ``resolution`` × ``resolution`` pixels and repeat them (a coarser
+    detector, same array size), apply the intensity transfer ``x ** gamma``, scale the contrast around 0.5,
+    add Gaussian noise of standard deviation ``noise`` (seeded) and clip to [0, 1].  ``Scanner()`` is the
+    identity.  Shape and dtype are kept; ``x`` is ``(N, H, W)`` or ``(N, H, W, C)`` with ``H`` and ``W``
+    divisible by ``resolution``.
+
+    This is a stand-in for what differs between real sites (vendor, detector, exposure, post-processing), which
+    moves the distribution of the *images* while the labels mean the same: a "feature shift", the case that
+    FedBN addresses (Li et al., ICLR 2021).
+
+    Taught in chapter 6, part 2, section 2.2 ("Sites that differ as real sites do").
+    """
+    x = np.asarray(x)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"images must be (N, H, W) or (N, H, W, C), got shape {x.shape}")
+    f = int(scanner.resolution)
+    if f < 1 or x.shape[1] % f or x.shape[2] % f:
+        raise ValueError(f"resolution must be a positive divisor of the image size {x.shape[1:3]}, got {f}")
+    if scanner.gamma <= 0 or scanner.noise < 0:
+        raise ValueError(f"gamma must be > 0 and noise >= 0, got {scanner}")
+    out = x.astype(np.float64)
+    if f > 1:
+        n, h, w = out.shape[:3]
+        blocks = out.reshape(n, h // f, f, w // f, f, *out.shape[3:]).mean(axis=(2, 4))
+        out = np.repeat(np.repeat(blocks, f, axis=1), f, axis=2)
+    out = np.clip(out, 0.0, 1.0) ** scanner.gamma
+    out = 0.5 + scanner.contrast * (out - 0.5)
+    if scanner.noise:
+        out = out + np.random.default_rng(seed).normal(0.0, scanner.noise, out.shape)
+    return np.clip(out, 0.0, 1.0).astype(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32)
+
+
+class TrainingStart:
+    """The weights and optimizer state of a compiled model, to start several trainings from the same point.
+
+    ``start = TrainingStart(model)`` records them; ``start.restore(model)`` puts them back (the model keeps its
+    compiled training function, so a second training is not traced again).  Used by
+    :func:`federated_averaging` (every client restarts its optimizer each round) and by chapters that train
+    several models from one initialisation.
+    """
+
+    def __init__(self, model):
+        if getattr(model, "optimizer", None) is None:
+            raise ValueError("compile the model first (e.g. model.compile(optimizer=keras.optimizers.SGD(0.05), ...))")
+        model.optimizer.build(model.trainable_variables)
+        self.weights = model.get_weights()
+        self.optimizer_state = [np.array(v) for v in model.optimizer.variables]
+
+    def restore(self, model, weights: Sequence[np.ndarray] | None = None) -> None:
+        """Put back the recorded optimizer state and the recorded weights (or ``weights``, if given)."""
+        model.set_weights(self.weights if weights is None else weights)
+        for var, value in zip(model.optimizer.variables, self.optimizer_state):
+            var.assign(value)
+
+
+class FederatedRun(NamedTuple):
+    """What :func:`federated_averaging` returns."""
+
+    history: list  # on_round's value after every round
+    client_weights: list  # per client, the weights it deploys: the global model, with its own local layers
+
+
+def _local_indices(model, local_layers) -> list[int]:
+    """Positions in ``model.get_weights()`` of the variables of the layers of type ``local_layers``."""
+    if not local_layers:
+        return []
+    paths = {v.path for layer in model.layers if isinstance(layer, local_layers) for v in layer.weights}
+    if not paths:
+        raise ValueError(f"the model has no layer of type {local_layers} to keep local")
+    return [i for i, v in enumerate(model.weights) if v.path in paths]
+
+
 def federated_averaging(
     model,
     clients: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -875,40 +964,61 @@ def federated_averaging(
     rounds: int,
     local_epochs: int,
     batch_size: int,
+    local_layers: type | tuple[type, ...] = (),
     on_round: Callable[[int, Any], Any] | None = None,
-) -> list:
-    """Train ``model`` (compiled) with FedAvg: each round every client trains locally, the server averages.
+) -> FederatedRun:
+    """Train ``model`` (compiled) with FedAvg, or FedBN: each round every client trains locally, the server averages.
 
     In each round the global weights are sent to every client, the client runs
     ``local_epochs`` epochs of ``model.fit`` on its own ``(x, y)`` starting from
-    fresh optimizer state, and the server replaces the global weights by
-    :func:`fedavg` of the clients' weights (weighted by client size).  Only
-    weights leave a client, never images.  ``on_round(round_index, model)`` is
-    called after each round; its return values are returned as a list.
+    the optimizer state the model had when this function was called, and the server replaces the global
+    weights by :func:`fedavg` of the clients' weights (weighted by client size).  Only
+    weights leave a client, never images.
+
+    ``local_layers`` (e.g. ``keras.layers.BatchNormalization``): the weights of these layers (for batch
+    normalisation: scale, offset and the running statistics) are never averaged; each client keeps its own
+    from round to round.  With batch normalisation this is **FedBN** (Li et al., ICLR 2021): every site
+    normalises features with its own statistics, which absorbs a shift in how its images look.  The layers
+    must be direct members of ``model.layers``.
+
+    ``on_round(round_index, model)`` is called after each round, with the global weights in the model (for
+    FedBN, the averaged weights and the size-weighted average of the local layers); its return values are
+    ``history``.  At the end the model holds those weights; ``client_weights[k]`` is what client ``k`` deploys
+    (the global weights with its own local layers; for FedAvg the same for every client).
+
+    Taught in chapter 6, part 2, section 2 ("Federated learning").
     """
     if rounds < 1 or local_epochs < 1:
         raise ValueError(f"rounds and local_epochs must be >= 1, got {rounds} and {local_epochs}")
     if not clients:
         raise ValueError("clients is empty: give a list of (x, y) pairs, one per client")
-    if getattr(model, "optimizer", None) is None:
-        raise ValueError("compile the model first (e.g. model.compile(optimizer=keras.optimizers.SGD(0.05), ...))")
-    model.optimizer.build(model.trainable_variables)
-    opt_state = [np.array(v) for v in model.optimizer.variables]
+    start = TrainingStart(model)
+    local_idx = _local_indices(model, local_layers)
     sizes = [len(x) for x, _ in clients]
+    kept = [[start.weights[i] for i in local_idx] for _ in clients]  # each client's local layers
     history = []
     for r in course.progress(range(rounds), desc="federated rounds"):
         global_weights = model.get_weights()
         local = []
-        for x, y in clients:
-            model.set_weights(global_weights)
-            for var, value in zip(model.optimizer.variables, opt_state):
-                var.assign(value)
+        for k, (x, y) in enumerate(clients):
+            sent = list(global_weights)
+            for i, value in zip(local_idx, kept[k]):
+                sent[i] = value
+            start.restore(model, sent)
             model.fit(x, y, epochs=local_epochs, batch_size=batch_size, shuffle=True, verbose=0)  # a round is short
             local.append(model.get_weights())
+            kept[k] = [local[-1][i] for i in local_idx]
         model.set_weights(fedavg(local, sizes))
         if on_round is not None:
             history.append(on_round(r, model))
-    return history
+    final = model.get_weights()
+    deployed = []
+    for k in range(len(clients)):
+        w = list(final)
+        for i, value in zip(local_idx, kept[k]):
+            w[i] = value
+        deployed.append(w)
+    return FederatedRun(history, deployed)
 
 
 # ---------------------------------------------------------------------------
