@@ -1,12 +1,15 @@
 # Tasks of the course. The two commands a fresh machine needs are:
 #   make book            # set up, fetch data, execute every chapter (PROFILE=full), build the HTML book
 #   make test            # set up and run the whole test suite (unit tests, fast-profile run, book build)
-# Variables: PROFILE=fast|full, FORCE=1 (re-run unchanged chapters), PYTHON=python3.11, VENV=.venv,
-# MEDIMG_DATA_DIR=<mirror of the data>.
+# Variables: PROFILE=fast|full, FORCE=1 (re-run unchanged chapters), JOBS=2 (chapters at a time; numbers
+# unchanged, timings then those of a shared CPU), PYTHON=python3.11, VENV=.venv, MEDIMG_DATA_DIR=<mirror of the data>.
 
 PYTHON ?= python3
 VENV ?= .venv
 PROFILE ?= full
+JOBS ?= 1
+# make test runs two chapters at a time (about a third less wall time on 2 cores; the same numbers)
+TEST_JOBS ?= 2
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -28,7 +31,7 @@ data: env
 # A chapter whose inputs are unchanged since its last successful run (same profile and backend) is
 # reused, not re-executed; `make book FORCE=1` re-runs every chapter.
 run: data
-	$(PY) -m utils.run --profile $(PROFILE) $(if $(FORCE),--force)
+	$(PY) -m utils.run --profile $(PROFILE) --jobs $(JOBS) $(if $(FORCE),--force)
 
 book: run
 	$(PY) -m utils.book
@@ -42,10 +45,10 @@ KERAS_TESTS := tests/test_classify.py tests/test_segment.py tests/test_detect.py
 JAX_TESTS := KERAS_BACKEND=jax $(PY) -m pytest -m "not slow" $(KERAS_TESTS)
 # Every chapter under the fast profile on another backend, into build/<backend> (the book reads build/, the
 # TensorFlow run of `pytest`); the runner exits non-zero, naming the notebook and cell, if a chapter fails.
-CHAPTERS_ON = KERAS_BACKEND=$(1) $(PY) -m utils.run --profile fast --build-dir build/$(1)
+CHAPTERS_ON = KERAS_BACKEND=$(1) $(PY) -m utils.run --profile fast --jobs $(TEST_JOBS) --build-dir build/$(1)
 
 test: lint
-	$(PY) -m pytest
+	JOBS=$(TEST_JOBS) $(PY) -m pytest
 	$(JAX_TESTS)
 	$(call CHAPTERS_ON,jax)
 

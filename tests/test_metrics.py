@@ -16,6 +16,18 @@ def test_binary_report_counts_and_rates():
     assert r.balanced_accuracy == 0.75 and r.ppv == 0.75 and r.npv == 0.75 and r.accuracy == 0.75
 
 
+def test_binary_report_agrees_with_scikit_learn_and_refuses_other_labels():
+    from sklearn.metrics import accuracy_score, confusion_matrix
+
+    rng = np.random.default_rng(2)
+    y, p = rng.integers(0, 2, 500), rng.random(500)
+    r = metrics.binary_report(y, p, threshold=0.3)
+    assert (r.tn, r.fp, r.fn, r.tp) == tuple(int(v) for v in confusion_matrix(y, p > 0.3).ravel())
+    assert metrics.medmnist_acc(y, p) == accuracy_score(y, p > 0.5)
+    with pytest.raises(ValueError, match="0/1 labels"):
+        metrics.binary_report([0, 1, 2], [0.1, 0.2, 0.3])
+
+
 def test_threshold_is_strict():
     r = metrics.binary_report([1, 0], [0.5, 0.5], threshold=0.5)
     assert r.tp == 0 and r.tn == 1  # p == threshold counts as negative, as in the MedMNIST evaluator
@@ -33,6 +45,26 @@ def test_medmnist_auc_binary_and_multiclass():
     expected = np.mean([roc_auc_score(y3 == k, s3[:, k]) for k in range(3)])
     assert metrics.medmnist_auc(y3, s3) == pytest.approx(expected)
     assert metrics.medmnist_auc(y3, s3) == pytest.approx(roc_auc_score(y3, s3, multi_class="ovr", average="macro"))
+
+
+def test_rank_auc_equals_scikit_learn_with_and_without_ties():
+    rng = np.random.default_rng(1)
+    for n, levels in ((50, None), (624, None), (300, 5), (40, 2)):
+        y = rng.integers(0, 2, n)
+        s = rng.normal(size=n) + y if levels is None else rng.integers(0, levels, n) + 0.5 * y  # many ties
+        assert metrics.rank_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert metrics.rank_auc(y.astype(bool), s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert metrics.rank_auc([0, 1], [0.3, 0.3]) == 0.5  # a tie earns half credit
+    assert metrics.rank_auc([1, 0], [0.9, 0.1]) == 1.0 and metrics.rank_auc([0, 1], [0.9, 0.1]) == 0.0
+
+
+def test_rank_auc_refuses_what_has_no_auc():
+    with pytest.raises(ValueError, match="only one class"):
+        metrics.rank_auc([1, 1, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="0/1 labels"):
+        metrics.rank_auc([1, 2, 2], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="3 labels but score has 2"):
+        metrics.rank_auc([0, 1, 1], [0.1, 0.2])
 
 
 def test_medmnist_acc():

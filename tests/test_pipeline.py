@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -35,13 +36,17 @@ NOISE = (
 )
 
 
+#: chapters run at a time, here and by the class grader (make test sets JOBS; each chapter's numbers do not depend on it)
+JOBS = os.environ.get(run.JOBS_ENV) or str(min(2, os.cpu_count() or 1))
+
+
 def _python(*args: str, timeout: int) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def fast_run():
-    proc = _python("-m", "utils.run", "--profile", "fast", "--force", timeout=40 * 60)
+    proc = _python("-m", "utils.run", "--profile", "fast", "--force", "--jobs", JOBS, timeout=40 * 60)
     assert proc.returncode == 0, f"runner failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads(run.REPORT_JSON.read_text())
 
@@ -228,7 +233,19 @@ def test_the_student_edition_runs_top_to_bottom_and_reports_every_exercise_not_a
     shutil.copy(first, reference / first.name)
     grades = tmp_path / "grades"
     assert (
-        grade.main([str(tmp_path / "submitted"), "--out", str(grades), "--cell-timeout", "1800", "--timeout", "3600"])
+        grade.main(
+            [
+                str(tmp_path / "submitted"),
+                "--out",
+                str(grades),
+                "--cell-timeout",
+                "1800",
+                "--timeout",
+                "3600",
+                "--jobs",
+                JOBS,
+            ]
+        )
         == 0
     )
     with open(grades / "grades.csv", encoding="utf-8") as fh:

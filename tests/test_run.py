@@ -383,3 +383,42 @@ def test_compare_backends_puts_wall_times_side_by_side(tmp_path):
     assert "| 02_x.ipynb | 100 s | 150 s (1.50×) |" in table
     assert "| 03_y.ipynb | – | failed |" in table
     assert run.main(["--compare", str(tf), str(jx)]) == 0
+
+
+def test_chapters_run_two_at_a_time_give_the_numbers_of_one_at_a_time(dirs, monkeypatch, capsys):
+    """`--jobs 2`: every chapter still runs (a failure is still named), in the report's order, with the same numbers."""
+    seeded = (
+        "import numpy as np\nfrom utils import report\nreport.metric('draw', float(np.random.default_rng({}).random()))"
+    )
+    nbs = [
+        write_nb(dirs / "nbs" / "01_a.ipynb", [seeded.format(1)]),
+        write_nb(dirs / "nbs" / "02_b.ipynb", ["raise ValueError('chapter b breaks')"]),
+        write_nb(dirs / "nbs" / "03_c.ipynb", [seeded.format(3)]),
+    ]
+    monkeypatch.setattr(run, "discover", lambda only=None: nbs)
+    monkeypatch.setattr(run, "RUN_CACHE", dirs / "cache")
+    reports = {}
+    for jobs in ("1", "2"):
+        assert run.main(["--profile", "fast", "--force", "--jobs", jobs, "--build-dir", str(dirs / jobs)]) == 1
+        reports[jobs] = json.loads((dirs / jobs / "run_report.json").read_text())
+    assert "failed notebooks: 02_b.ipynb" in capsys.readouterr().err
+    one, two = reports["1"], reports["2"]
+    assert one["jobs"] == 1 and two["jobs"] == 2
+    assert [e["notebook"] for e in two["notebooks"]] == ["01_a.ipynb", "02_b.ipynb", "03_c.ipynb"]
+    assert [e["status"] for e in two["notebooks"]] == ["ok", "failed", "ok"]
+    assert two["notebooks"][1]["error"] == "ValueError: chapter b breaks"
+    assert [e.get("metrics") for e in two["notebooks"]] == [e.get("metrics") for e in one["notebooks"]]
+    md = (dirs / "2" / "book" / "book" / "run_report.md").read_text()
+    assert "ran **2 at a time**" in md and "elapsed" in md
+    assert "at a time" not in (dirs / "1" / "book" / "book" / "run_report.md").read_text()
+    page = nbformat.read(dirs / "2" / "book" / "notebooks" / "01_a.ipynb", as_version=4)
+    assert "run 2 chapters at a time" in page.cells[1].source  # the page says its timings shared the CPU
+
+
+@pytest.mark.parametrize("argv, env, message", [(["--jobs", "0"], None, "at least 1"), ([], "two", "JOBS='two'")])
+def test_a_bad_number_of_jobs_is_refused_with_the_fix(argv, env, message, monkeypatch, capsys):
+    if env is not None:
+        monkeypatch.setenv(run.JOBS_ENV, env)
+    with pytest.raises(SystemExit):
+        run.main(["--profile", "fast", *argv])
+    assert message in capsys.readouterr().err

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
 from . import metrics
 
@@ -83,7 +83,7 @@ def attack(
         raise ValueError("attack scores must be finite")
     y = np.r_[np.ones(len(m), int), np.zeros(len(n), int)]
     s = np.r_[m, n]
-    auc, lo, hi = metrics.bootstrap_ci(roc_auc_score, y, s, n_boot=n_boot, seed=seed, stratified=True)
+    auc, lo, hi = metrics.bootstrap_ci(metrics.rank_auc, y, s, n_boot=n_boot, seed=seed, stratified=True)
     fpr, tpr, _ = roc_curve(y, s)
     return AttackResult(
         auc=float(auc),

@@ -1,12 +1,13 @@
-"""Classification metrics as the medical imaging field reports them, built on scikit-learn.
+"""Classification metrics as the medical imaging field reports them, checked against scikit-learn.
 
+* :func:`rank_auc` is the binary ROC AUC in rank form (scikit-learn's value, fast enough for bootstraps).
 * :func:`medmnist_auc` / :func:`medmnist_acc` follow the MedMNIST v2 evaluator
   (Yang et al. 2023), so numbers are comparable with its benchmark table:
   binary tasks use the positive-class score (ACC at threshold 0.5);
   multi-class and ordinal tasks average the one-vs-rest AUC over classes
   (ACC by arg-max).
 * :func:`binary_report` gives sensitivity, specificity, balanced accuracy,
-  PPV/NPV at a threshold, from :func:`sklearn.metrics.confusion_matrix`.
+  PPV/NPV at a threshold (counts equal to :func:`sklearn.metrics.confusion_matrix`, a test checks).
 * :func:`bootstrap_ci` gives percentile confidence intervals by resampling
   test cases (the unit a clinician cares about) with a fixed seed.
 * :func:`expected_calibration_error` and :func:`reliability_curve` measure
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn import metrics as skm
+from scipy.stats import rankdata
 
 from . import course
 
@@ -43,13 +44,36 @@ def _labels_1d(y_true: np.ndarray, n: int) -> np.ndarray:
     return y.astype(int)
 
 
+def rank_auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Binary ROC AUC in its rank (Mann–Whitney) form: ``sklearn.metrics.roc_auc_score``'s value, ~30× faster.
+
+    AUC = (sum of the positives' ranks − n₁(n₁+1)/2) / (n₁ n₀), with tied scores given their average rank
+    (which is the trapezoid rule's half credit for ties).  The bootstraps call the AUC thousands of times, where
+    scikit-learn's input validation (~2.5 ms a call for 600 cases) dominated; a test checks both agree, ties
+    included.  Chapter 2, section 4.3 (exercise 2.2) derives it.  ``y_true`` holds 0/1 (or booleans); raises
+    ``ValueError`` when only one class is present (the AUC is undefined), as scikit-learn does.
+    """
+    y = np.asarray(y_true).reshape(-1)
+    s = np.asarray(score, dtype=float).reshape(-1)
+    if len(y) != len(s):
+        raise ValueError(f"y_true has {len(y)} labels but score has {len(s)} values")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"y_true must hold 0/1 labels, got values {np.unique(y)[:5]}")
+    pos = y == 1
+    n1 = int(pos.sum())
+    n0 = len(y) - n1
+    if n1 == 0 or n0 == 0:
+        raise ValueError(f"only one class present in y_true ({n1} positive, {n0} negative): the AUC is not defined")
+    return float((rankdata(s)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
 def medmnist_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     """AUC as in the MedMNIST evaluator: positive-class AUC (binary) or mean one-vs-rest AUC."""
     s = _scores_2d(y_score)
     y = _labels_1d(y_true, len(s))
     if s.shape[1] == 2:
-        return float(skm.roc_auc_score(y, s[:, 1]))
-    aucs = [skm.roc_auc_score((y == k).astype(int), s[:, k]) for k in range(s.shape[1]) if 0 < (y == k).sum() < len(y)]
+        return rank_auc(y, s[:, 1])
+    aucs = [rank_auc((y == k).astype(int), s[:, k]) for k in range(s.shape[1]) if 0 < (y == k).sum() < len(y)]
     return float(np.mean(aucs))
 
 
@@ -58,7 +82,7 @@ def medmnist_acc(y_true: np.ndarray, y_score: np.ndarray, threshold: float = 0.5
     s = _scores_2d(y_score)
     y = _labels_1d(y_true, len(s))
     pred = (s[:, 1] > threshold).astype(int) if s.shape[1] == 2 else s.argmax(axis=1)
-    return float(skm.accuracy_score(y, pred))
+    return float(np.mean(y == pred))
 
 
 @dataclass(frozen=True)
@@ -86,8 +110,12 @@ def binary_report(y_true: np.ndarray, p_positive: np.ndarray, threshold: float =
     """Confusion-matrix metrics at a threshold on the positive-class probability (> threshold = positive)."""
     p = np.asarray(p_positive, dtype=float).reshape(-1)
     y = _labels_1d(y_true, len(p))
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"y_true must hold 0/1 labels for a binary report, got values {np.unique(y)[:5]}")
     pred = (p > threshold).astype(int)
-    tn, fp, fn, tp = (int(v) for v in skm.confusion_matrix(y, pred, labels=[0, 1]).ravel())
+    pos, called = y == 1, pred == 1  # counted directly: sklearn's confusion_matrix costs ~1 ms a call in bootstraps
+    tp, fn = int((pos & called).sum()), int((pos & ~called).sum())
+    tn, fp = int((~pos & ~called).sum()), int((~pos & called).sum())
     sens, spec = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
     return BinaryReport(
         threshold=float(threshold),

@@ -21,6 +21,10 @@ in order, with the ``PROFILE`` parameter injected, and
   ``utils`` source, the registry entries it reads, the pinned requirements, the
   package versions and the data directory) and reuses that run's executed copy
   and report entry, saying so; ``--force`` re-runs everything;
+* with ``--jobs N`` (or ``JOBS=N``), executes N chapters at a time, each in its
+  own worker process and kernel: their numbers are the same as one at a time
+  (a test checks), while their wall times and measured throughputs include
+  sharing the CPU, and the report says so;
 * judges, in the report, every metric that has a target (met / not met / not
   shown, with :func:`utils.stats.judge`, the rule the prose's verdicts use) and
   every chapter's wall time against its budget for the profile;
@@ -31,10 +35,12 @@ in order, with the ``PROFILE`` parameter injected, and
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime as dt
 import hashlib
 import importlib.metadata
 import json
+import multiprocessing
 import os
 import platform
 import re
@@ -66,6 +72,7 @@ RUN_CACHE = BUILD / "run-cache"  # executed copies and report entries of earlier
 CHAPTER_BUDGET_S = {"fast": 100, "full": 900}
 TOTAL_BUDGET_S = {"fast": 600, "full": 3600}
 PROVENANCE_TAG = "run-provenance"
+JOBS_ENV = "JOBS"  # chapters executed at a time, when --jobs is not given
 # mybinder.org gives a session between 1 and 2 GB of memory (its user guide, "Usage guidelines"); a
 # chapter whose kernel peaks above this does not fit there.
 BINDER_MEMORY_MIB = 2048
@@ -154,8 +161,13 @@ def prepare_page(executed: Path, entry: dict, commit: str) -> None:
     backend = entry.get("environment", {}).get("keras_backend", "no Keras")
     line = (
         f"*This page shows the run of the **{entry['profile']}** profile of {entry.get('started', '?')} (UTC), "
-        f"commit `{commit}`, Keras backend {backend}: every number in its text comes from that run. "
-        f"See the {{doc}}`reproducibility report <../book/reproducibility>`.*"
+        f"commit `{commit}`, Keras backend {backend}: every number in its text comes from that run"
+        + (
+            f" (run {entry['jobs']} chapters at a time: its timings and throughputs are those of a shared CPU). "
+            if entry.get("jobs", 1) > 1
+            else ". "
+        )
+        + "See the {doc}`reproducibility report <../book/reproducibility>`.*"
     )
     cell = nbformat.v4.new_markdown_cell(line)
     cell.metadata["tags"] = [PROVENANCE_TAG]
@@ -164,8 +176,11 @@ def prepare_page(executed: Path, entry: dict, commit: str) -> None:
     nbformat.write(nb, executed)
 
 
-def execute(nb: Path, profile: str, out_dir: Path, record_dir: Path, timeout: int) -> dict:
-    """Execute one notebook; return its report entry (never raises on notebook errors)."""
+def execute(nb: Path, profile: str, out_dir: Path, record_dir: Path, timeout: int, jobs: int = 1) -> dict:
+    """Execute one notebook; return its report entry (never raises on notebook errors).
+
+    ``jobs``: how many chapters run at the same time (recorded, and said on the page when above 1).
+    """
     import papermill as pm
 
     out = out_dir / nb.name
@@ -178,6 +193,7 @@ def execute(nb: Path, profile: str, out_dir: Path, record_dir: Path, timeout: in
         "notebook": nb.name,
         "profile": profile,
         "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
+        "jobs": jobs,
     }
     start = time.perf_counter()
     try:
@@ -319,11 +335,21 @@ def render_markdown(report: dict) -> str:
     total_budget = TOTAL_BUDGET_S.get(profile, TOTAL_BUDGET_S["full"])
     chapters_s = sum(nb["wall_s"] for nb in report["notebooks"])
     reused = [nb["notebook"] for nb in report["notebooks"] if nb.get("reused")]
+    jobs = int(report.get("jobs", 1))
+    if jobs == 1:
+        whole = f"The chapters' own wall times add up to **{chapters_s / 60:.1f} min**"
+        whole += f" ({_budget(chapters_s, total_budget)})"
+    else:  # the chapters overlapped: the elapsed time is the whole run's cost
+        whole = (
+            f"The chapters ran **{jobs} at a time** (each in its own kernel, sharing the CPU, so each chapter's wall "
+            f"time and the throughputs it measured are those of a shared machine); elapsed "
+            f"**{report['total_s'] / 60:.1f} min** ({_budget(report['total_s'], total_budget)}), while the chapters' "
+            f"own wall times add up to {chapters_s / 60:.1f} min"
+        )
     lines = [
         f"Run of **{report['started']}** (UTC), profile **`{profile}`**, "
         f"total **{report['total_s'] / 60:.1f} min**, commit `{env['git_commit']}`. "
-        f"The chapters' own wall times add up to **{chapters_s / 60:.1f} min** "
-        f"({_budget(chapters_s, total_budget)})"
+        + whole
         + (
             f"; {len(reused)} of {len(report['notebooks'])} chapters were reused from an earlier run with the "
             f"same inputs (marked below)."
@@ -494,6 +520,63 @@ def compare_backends(reports: Sequence[Path]) -> str:
     return tables.markdown_table(["notebook", *names], rows)
 
 
+def _jobs(value: int | None, parser: argparse.ArgumentParser) -> int:
+    """``--jobs``, else the ``JOBS`` environment variable, else 1; anything but a positive integer is an error."""
+    if value is None:
+        text = os.environ.get(JOBS_ENV, "").strip() or "1"
+        try:
+            value = int(text)
+        except ValueError:
+            parser.error(f"{JOBS_ENV}={text!r} is not a number of chapters to run at a time (e.g. {JOBS_ENV}=2)")
+    if value < 1:
+        parser.error(f"--jobs must be at least 1 (got {value}); 1 runs the chapters one after another")
+    return value
+
+
+def _last_wall_time(nb: Path, profile: str) -> float:
+    """The wall time of the chapter's last remembered run under this profile and backend (0 if none)."""
+    meta_path, _ = _cache_paths(nb, profile)
+    try:
+        return float(json.loads(meta_path.read_text(encoding="utf-8"))["entry"]["wall_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def _announce_and_execute(label: str, args, nb: Path, out_dir: Path, record_dir: Path) -> dict:
+    """In a worker process: say that the chapter starts, then :func:`execute` it."""
+    print(f"{label} (profile {args.profile}, {args.jobs} at a time) ...", flush=True)
+    return execute(nb, args.profile, out_dir, record_dir, args.timeout, args.jobs)
+
+
+def run_chapters(to_run, n_total: int, args, out_dir: Path, record_dir: Path):
+    """Execute the chapters in ``to_run`` (``(index, notebook, fingerprint)``), ``args.jobs`` at a time.
+
+    Yields ``(index, notebook, fingerprint, entry)`` as each chapter finishes.  One job runs them in order
+    in this process; several run each in a worker process of its own (a chapter already runs in its own
+    kernel, so nothing is shared but the CPU), the longest first by the last remembered wall time, so that
+    the last chapter to start is a short one.
+    """
+    if args.jobs == 1 or len(to_run) <= 1:
+        for i, nb, digest in to_run:
+            print(f"[{i}/{n_total}] {nb.name} (profile {args.profile}) ...", flush=True)
+            yield i, nb, digest, execute(nb, args.profile, out_dir, record_dir, args.timeout)
+        return
+    order = sorted(to_run, key=lambda item: -_last_wall_time(item[1], args.profile))
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state forked from this one
+    with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
+        futures = {
+            pool.submit(_announce_and_execute, f"[{i}/{n_total}] {nb.name}", args, nb, out_dir, record_dir): (
+                i,
+                nb,
+                digest,
+            )
+            for i, nb, digest in order
+        }
+        for future in concurrent.futures.as_completed(futures):
+            i, nb, digest = futures[future]
+            yield i, nb, digest, future.result()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", choices=("fast", "full"), default=os.environ.get("PROFILE", "full"))
@@ -518,7 +601,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REPORT",
         help="print each chapter's wall time in these run reports side by side (the first is the reference) and exit",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="execute this many chapters at a time (default: $JOBS, else 1). Each chapter runs in its own "
+        "kernel and its numbers do not change; its wall time and the throughputs it measures include sharing "
+        "the CPU, which the run report says",
+    )
     args = parser.parse_args(argv)
+    args.jobs = _jobs(args.jobs, parser)
     if args.compare:
         print(compare_backends(args.compare))
         return 0
@@ -533,21 +625,22 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
-    entries = []
+    entries: dict[Path, dict] = {}
+    to_run: list[tuple[int, Path, str]] = []
     for i, nb in enumerate(nbs, 1):
         digest = fingerprint(nb, args.profile)
         entry = None if args.force else reuse(nb, args.profile, out_dir, digest)
-        if entry is not None:
-            entries.append(entry)
-            print(
-                f"[{i}/{len(nbs)}] {nb.name}: inputs unchanged since the run of {entry['reused']['from_run']} "
-                f"(commit {entry['reused']['commit']}); reusing it (--force re-runs)",
-                flush=True,
-            )
+        if entry is None:
+            to_run.append((i, nb, digest))
             continue
-        print(f"[{i}/{len(nbs)}] {nb.name} (profile {args.profile}) ...", flush=True)
-        entry = execute(nb, args.profile, out_dir, record_dir, args.timeout)
-        entries.append(entry)
+        entries[nb] = entry
+        print(
+            f"[{i}/{len(nbs)}] {nb.name}: inputs unchanged since the run of {entry['reused']['from_run']} "
+            f"(commit {entry['reused']['commit']}); reusing it (--force re-runs)",
+            flush=True,
+        )
+    for i, nb, digest, entry in run_chapters(to_run, len(nbs), args, out_dir, record_dir):
+        entries[nb] = entry
         remember(nb, args.profile, out_dir, digest, entry)
         if entry["status"] == "ok":
             print(
@@ -561,10 +654,12 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+    entries = [entries[nb] for nb in nbs]  # the report keeps the chapters' order
     report = {
         "profile": args.profile,
         "started": started.strftime("%Y-%m-%d %H:%M"),
         "total_s": round(time.perf_counter() - t0, 1),
+        "jobs": args.jobs,
         "environment": environment(),
         "notebooks": entries,
     }
