@@ -36,21 +36,28 @@ run: data
 book: run
 	$(PY) -m utils.book
 
-# The unit tests of the modules that build or train Keras models, run a second time on the JAX
-# backend (TensorFlow-only steps skip themselves there with the reason).
+# The unit tests of the modules that build or train Keras models, and of the exercise checks (which run the
+# reference solutions' approach and wrong answers), run a second time on the JAX backend (TensorFlow-only steps
+# skip themselves there with the reason).
 KERAS_TESTS := tests/test_classify.py tests/test_segment.py tests/test_detect.py tests/test_gan.py \
 	tests/test_quality.py tests/test_privacy.py tests/test_scale.py tests/test_metrics.py \
-	tests/test_course.py tests/test_determinism.py tests/test_backends.py
+	tests/test_course.py tests/test_determinism.py tests/test_backends.py $(wildcard tests/test_checks_ch*.py)
 
 JAX_TESTS := KERAS_BACKEND=jax $(PY) -m pytest -m "not slow" $(KERAS_TESTS)
 # Every chapter under the fast profile on another backend, into build/<backend> (the book reads build/, the
 # TensorFlow run of `pytest`); the runner exits non-zero, naming the notebook and cell, if a chapter fails.
 CHAPTERS_ON = KERAS_BACKEND=$(1) $(PY) -m utils.run --profile fast --jobs $(TEST_JOBS) --build-dir build/$(1)
 
+# The student edition of every chapter, run top to bottom through the class grader. `make test` runs it on JAX,
+# where it is also the test that the chapters' lessons run on that backend (the TensorFlow pass executes the
+# teacher's chapters, solutions included). Running the teacher's chapters on JAX as well (`make test-jax`) would add
+# about 17 min to CI (16.6 min in its run of 2026-12-02).
+STUDENT_RUN := tests/test_pipeline.py::test_the_student_edition_runs_top_to_bottom_and_reports_every_exercise_not_attempted
+
 test: lint
-	JOBS=$(TEST_JOBS) $(PY) -m pytest
-	$(JAX_TESTS)
-	$(call CHAPTERS_ON,jax)
+	JOBS=$(TEST_JOBS) $(PY) -m pytest --durations=15 --deselect $(STUDENT_RUN)
+	$(JAX_TESTS) --durations=10
+	KERAS_BACKEND=jax JOBS=$(TEST_JOBS) $(PY) -m pytest --durations=5 $(STUDENT_RUN)
 
 # ruff over utils/, tests/ and the notebooks (configured in pyproject.toml); `make format` rewrites.
 lint: env

@@ -233,6 +233,49 @@ def test_keep_best_restores_the_weights_of_the_best_validation_epoch(keras):
     assert not np.array_equal(model.get_weights()[0], snapshots[3][0])
 
 
+def test_keep_best_on_subsets_keeps_their_own_epochs_without_changing_the_main_selection(keras):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = keras.utils.to_categorical((x[:, 0] > 0).astype(int), 2)
+    # the score is the mean label of the cases it is given, plus the epoch's bonus: the full set peaks at
+    # epoch 1, the first half (labels 0) at epoch 3, the second half (labels 1) at epoch 0
+    labels = np.array([0] * 4 + [1] * 4)
+    bonus = {8: [0.2, 0.9, 0.5, 0.1], 4: None}
+    epoch = {"n": -1}
+    calls = []
+
+    def score(yt, p):
+        calls.append(len(yt))
+        if len(yt) == 8:
+            epoch["n"] += 1
+            return bonus[8][epoch["n"]]
+        return (yt.mean() == 0) * [0.1, 0.2, 0.3, 0.4][epoch["n"]] + (yt.mean() == 1) * [0.4, 0.3, 0.2, 0.1][epoch["n"]]
+
+    keep = classify.KeepBest(x[:8], labels, score=score, subsets={"first": np.arange(4), "second": np.arange(4, 8)})
+    snapshots = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: snapshots.append([np.array(w) for w in model.get_weights()])
+    )
+    model = _tiny_model(keras)
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="categorical_crossentropy")
+    model.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[record, keep])
+    assert keep.best_epoch == 1 and keep.subset_best_epoch == {"first": 3, "second": 0}
+    assert keep.subset_history["first"] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    for w, w_best in zip(model.get_weights(), snapshots[1]):  # the model ends with the main selection
+        np.testing.assert_array_equal(w, w_best)
+    for name, e in (("first", 3), ("second", 0)):
+        for w, w_best in zip(keep.subset_weights[name], snapshots[e]):
+            np.testing.assert_array_equal(w, w_best)
+    assert calls.count(8) == 4 and calls.count(4) == 8  # one prediction per epoch, scored three ways
+
+
+def test_keep_best_refuses_a_subset_that_is_not_indices_into_the_validation_set(keras):
+    x, y = np.zeros((8, 4), "float32"), np.arange(8) % 2
+    for bad in (np.array([0, 8]), np.array([], int), np.array([0.5, 1.0]), np.array([[0, 1]])):
+        with pytest.raises(ValueError, match="subset 'half'.*8 validation cases"):
+            classify.KeepBest(x, y, subsets={"half": bad})
+
+
 def test_fit_timed_counts_images_seen(keras):
     x = np.zeros((40, 4), "float32")
     y = keras.utils.to_categorical(np.arange(40) % 2, 2)
@@ -264,7 +307,7 @@ def test_train_ensemble_learns_and_is_repeatable(keras):
     x, y = _blob_task(192, 0)
     xv, yv = _blob_task(64, 1)
 
-    def run():
+    def run(**kwargs):
         return classify.train_ensemble(
             lambda: classify.medmnist_cnn((16, 16, 1), 2, width=4, blocks=1),
             x,
@@ -277,9 +320,28 @@ def test_train_ensemble_learns_and_is_repeatable(keras):
             lr=3e-3,
             weight_decay=1e-4,
             n_classes=2,
+            **kwargs,
         )
 
     a, b = run(), run()
+    halves = dict(zip(("select", "calibrate"), classify.stratified_split(yv, 32, seed=0)))
+    c = run(select_on=halves)
+    np.testing.assert_array_equal(c.predict(xv), a.predict(xv))  # the extra selection changes nothing else
+    assert set(c.alternatives) == {"select", "calibrate"} and len(c.alternatives["select"]) == 2
+    assert all(0 <= e < 3 for e in c.alternative_epochs["select"])
+    chosen = c.predict(xv, selection="select")
+    assert not np.array_equal(chosen, c.predict(xv)) or c.alternative_epochs["select"] == c.best_epochs
+    np.testing.assert_array_equal(c.predict(xv), a.predict(xv))  # predict(selection=...) restored the weights
+    main = [m.get_weights() for m in c.models]
+    for k, model in enumerate(c.models):  # the same as setting each member's alternative weights by hand
+        model.set_weights(c.alternatives["select"][k])
+    np.testing.assert_array_equal(chosen, c.predict(xv))
+    for k, model in enumerate(c.models):
+        model.set_weights(main[k])
+    with pytest.raises(KeyError, match="no selection 'other'.*'select', 'calibrate'"):
+        c.predict(xv, selection="other")
+    with pytest.raises(KeyError, match="select_on"):
+        a.predict(xv, selection="select")
     assert a.images_seen == 2 * 3 * 192 and a.seconds > 0 and len(a.models) == 2
     assert all(0 <= e < 3 for e in a.best_epochs) and len(a.histories[0]["val_score"]) == 3
     np.testing.assert_array_equal(a.predict(xv), b.predict(xv))

@@ -99,3 +99,21 @@ def test_every_declared_dependency_is_pinned_in_the_lock_and_the_pin_satisfies_i
         for pin in candidates:
             version = next(iter(pin.specifier)).version
             assert req.specifier.contains(version, prereleases=True), f"the pin {pin} does not satisfy {req}"
+
+
+def test_make_test_runs_every_test_and_the_student_edition_on_jax():
+    """`make test` deselects the student-edition run in the TensorFlow pass only to run it on JAX: nothing is lost."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    plan = subprocess.run(["make", "-n", "test"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    runs = [line for line in plan.splitlines() if "-m pytest" in line]
+    assert len(runs) == 3, runs
+    tensorflow, jax_units, student = runs
+    node = "tests/test_pipeline.py::test_the_student_edition_runs_top_to_bottom"
+    assert "KERAS_BACKEND" not in tensorflow and f"--deselect {node}" in tensorflow
+    assert "not slow" not in tensorflow, "the TensorFlow pass runs the slow tests too"
+    assert "KERAS_BACKEND=jax" in jax_units and "tests/test_checks_ch2.py" in jax_units
+    assert "KERAS_BACKEND=jax" in student and node in student and "--deselect" not in student

@@ -32,7 +32,9 @@ HELPER_LINES_BUDGET = 25
 #: may only go down.
 OVER_BUDGET = {
     "01_medical_imaging_data": 679,
-    "02_cnn_classification": 1023,
+    # 1023 on 2026-12-02; raised on 2026-12-04 by section 4.5 of issue 14 (the separated-validation check: a
+    # second pipeline, four paired comparisons and the optimism of Youden's J; 63 lines, 2 saved elsewhere).
+    "02_cnn_classification": 1086,
     "03_attention_segmentation": 681,
     "05_gan_synthesis": 818,
     # 1046 on 2026-12-02; raised on 2026-12-03 by the memorisation study of issue 15 (three seeds, per-epoch

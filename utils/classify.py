@@ -26,7 +26,7 @@ the gradient inside :func:`grad_cam`, which dispatches on
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import keras
@@ -462,9 +462,25 @@ class KeepBest(keras.callbacks.Callback):
     AUC).  ``history`` holds one score per epoch and ``best_epoch`` the
     (0-based) epoch whose weights the model ends with.  The test set plays
     no part in this selection.
+
+    ``subsets`` (name → indices into the validation set) adds selections on
+    parts of it, from the same per-epoch predictions: for each name,
+    ``subset_history[name]``, ``subset_best_epoch[name]`` and
+    ``subset_weights[name]`` (the weights of its own best epoch).  They never
+    change what the model ends with, so a run with subsets trains and selects
+    exactly as one without.  Chapter 2, section 4.5, uses one half of the
+    validation split for selection and the other half for the recalibration
+    and the threshold.
     """
 
-    def __init__(self, x_val: np.ndarray, y_val: np.ndarray, score: Callable | None = None, flips: Sequence[int] = ()):
+    def __init__(
+        self,
+        x_val: np.ndarray,
+        y_val: np.ndarray,
+        score: Callable | None = None,
+        flips: Sequence[int] = (),
+        subsets: Mapping[str, np.ndarray] | None = None,
+    ):
         super().__init__()
         from .metrics import medmnist_auc
 
@@ -475,15 +491,43 @@ class KeepBest(keras.callbacks.Callback):
         self.best_score = -np.inf
         self.best_epoch = -1
         self._best_weights = None
+        self.subsets = {}
+        for name, idx in (subsets or {}).items():
+            idx = np.asarray(idx)
+            if (
+                idx.ndim != 1
+                or idx.dtype.kind not in "iu"
+                or len(idx) == 0
+                or idx.min() < 0
+                or idx.max() >= len(self.y_val)
+            ):
+                raise ValueError(
+                    f"KeepBest: subset {name!r} must be a non-empty 1-D array of indices into the "
+                    f"{len(self.y_val)} validation cases"
+                )
+            self.subsets[name] = idx
+        self.subset_history: dict[str, list[float]] = {n: [] for n in self.subsets}
+        self.subset_best_score = {n: -np.inf for n in self.subsets}
+        self.subset_best_epoch = {n: -1 for n in self.subsets}
+        self.subset_weights: dict[str, list] = {}
 
     def on_epoch_end(self, epoch, logs=None):
-        s = float(self.score(self.y_val, predict_proba(self.model, self.x_val, flips=self.flips)))
+        p = predict_proba(self.model, self.x_val, flips=self.flips)
+        s = float(self.score(self.y_val, p))
         self.history.append(s)
         if logs is not None:
             logs["val_score"] = s
+        weights = None
         if s > self.best_score:
-            self.best_score, self.best_epoch = s, epoch
-            self._best_weights = [np.array(w) for w in self.model.get_weights()]
+            weights = [np.array(w) for w in self.model.get_weights()]
+            self.best_score, self.best_epoch, self._best_weights = s, epoch, weights
+        for name, idx in self.subsets.items():
+            s_n = float(self.score(self.y_val[idx], p[idx]))
+            self.subset_history[name].append(s_n)
+            if s_n > self.subset_best_score[name]:
+                weights = weights or [np.array(w) for w in self.model.get_weights()]
+                self.subset_best_score[name], self.subset_best_epoch[name] = s_n, epoch
+                self.subset_weights[name] = weights
 
     def on_train_end(self, logs=None):
         if self._best_weights is not None:
@@ -505,7 +549,13 @@ def fit_timed(model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: i
 
 @dataclass
 class Ensemble:
-    """Models trained with different seeds, with what the run report needs."""
+    """Models trained with different seeds, with what the run report needs.
+
+    ``alternatives[name]`` holds, per member, the weights selected on the
+    validation subset ``name`` (see :class:`KeepBest`), and
+    ``alternative_epochs[name]`` their epochs; ``predict(x, selection=name)``
+    predicts with them instead of the members' own weights.
+    """
 
     models: list
     seconds: float
@@ -514,10 +564,29 @@ class Ensemble:
     best_epochs: list = field(default_factory=list)
     val_scores: list = field(default_factory=list)
     flips: tuple = ()
+    alternatives: dict = field(default_factory=dict)
+    alternative_epochs: dict = field(default_factory=dict)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Mean class probabilities of the members (each with its test-time flips)."""
-        return np.mean([predict_proba(m, x, flips=self.flips) for m in self.models], axis=0)
+    def predict(self, x: np.ndarray, selection: str | None = None) -> np.ndarray:
+        """Mean class probabilities of the members (each with its test-time flips).
+
+        With ``selection``, each member predicts with the weights it kept for
+        that validation subset; its own weights are restored afterwards.
+        """
+        if selection is None:
+            return np.mean([predict_proba(m, x, flips=self.flips) for m in self.models], axis=0)
+        if selection not in self.alternatives:
+            known = ", ".join(map(repr, self.alternatives)) or "none (train_ensemble(..., select_on=...) makes them)"
+            raise KeyError(f"Ensemble.predict: no selection {selection!r}; known: {known}")
+        out = []
+        for model, weights in zip(self.models, self.alternatives[selection]):
+            own = model.get_weights()
+            model.set_weights(weights)
+            try:
+                out.append(predict_proba(model, x, flips=self.flips))
+            finally:
+                model.set_weights(own)
+        return np.mean(out, axis=0)
 
 
 def train_ensemble(
@@ -538,12 +607,16 @@ def train_ensemble(
     class_weight: dict | None = None,
     flips: Sequence[int] = (),
     score: Callable | None = None,
+    select_on: Mapping[str, np.ndarray] | None = None,
 ) -> Ensemble:
     """Train one model per seed (``build()`` after seeding), each selected on the validation score.
 
     Every member is compiled with :func:`compile_classifier`, trained with
     :func:`fit_timed` and ends with the weights of its best validation epoch
-    (:class:`KeepBest`).  Seeds make the run repeatable.
+    (:class:`KeepBest`).  Seeds make the run repeatable.  ``select_on``
+    (name → indices into the validation set) also keeps, per member, the
+    weights of the best epoch on each subset (``Ensemble.alternatives``),
+    without changing the members' own selection.
     """
 
     y_onehot = keras.utils.to_categorical(np.asarray(y_train).reshape(-1), n_classes)
@@ -560,7 +633,7 @@ def train_ensemble(
             warmup_epochs=warmup_epochs,
             label_smoothing=label_smoothing,
         )
-        keep = KeepBest(x_val, y_val, score=score, flips=flips)
+        keep = KeepBest(x_val, y_val, score=score, flips=flips, subsets=select_on)
         hist, secs, seen = fit_timed(
             model,
             x_train,
@@ -577,6 +650,9 @@ def train_ensemble(
         out.histories.append(dict(hist, val_score=keep.history))
         out.best_epochs.append(keep.best_epoch)
         out.val_scores.append(keep.best_score)
+        for name in keep.subsets:
+            out.alternatives.setdefault(name, []).append(keep.subset_weights[name])
+            out.alternative_epochs.setdefault(name, []).append(keep.subset_best_epoch[name])
     return out
 
 

@@ -145,7 +145,7 @@ def ex_2_3(
 
 
 # ---------------------------------------------------------------------------
-# 2.4 a shortcut that Grad-CAM hides (section 4.5)
+# 2.4 a shortcut that Grad-CAM hides (section 4.6)
 # ---------------------------------------------------------------------------
 
 
@@ -225,7 +225,7 @@ def ex_2_4(
     n_boot: int = 200,
     seed: int = 0,
 ) -> exercises.CheckResult:
-    """Exercise 2.4 (section 4.5): the network trained on stamped images uses the marker, and Grad-CAM shows it.
+    """Exercise 2.4 (section 4.6): the network trained on stamped images uses the marker, and Grad-CAM shows it.
 
     Everything is recomputed from the student's ``model`` and ``stamp`` on the test images
     (:func:`shortcut_evidence`). The check passes when
