@@ -214,12 +214,8 @@ def _tiny_model(keras, n_in=4):
     return keras.Model(inp, out)
 
 
-def test_keep_best_restores_the_weights_of_the_best_validation_epoch(keras):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 4)).astype("float32")
-    y = keras.utils.to_categorical((x[:, 0] > 0).astype(int), 2)
-    scores = iter([0.2, 0.9, 0.5, 0.1])
-    keep = classify.KeepBest(x[:8], y[:8].argmax(1), score=lambda yt, p: next(scores))
+def _fit_recording_weights(keras, x, y, keep):
+    """Fit a tiny model for 4 epochs with ``keep``; return it and a copy of its weights after every epoch."""
     snapshots = []
     record = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda e, logs: snapshots.append([np.array(w) for w in model.get_weights()])
@@ -227,6 +223,16 @@ def test_keep_best_restores_the_weights_of_the_best_validation_epoch(keras):
     model = _tiny_model(keras)
     model.compile(optimizer=keras.optimizers.SGD(0.5), loss="categorical_crossentropy")
     model.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[record, keep])
+    return model, snapshots
+
+
+def test_keep_best_restores_the_weights_of_the_best_validation_epoch(keras):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = keras.utils.to_categorical((x[:, 0] > 0).astype(int), 2)
+    scores = iter([0.2, 0.9, 0.5, 0.1])
+    keep = classify.KeepBest(x[:8], y[:8].argmax(1), score=lambda yt, p: next(scores))
+    model, snapshots = _fit_recording_weights(keras, x, y, keep)
     assert keep.history == [0.2, 0.9, 0.5, 0.1] and keep.best_epoch == 1 and keep.best_score == 0.9
     for w, w_best in zip(model.get_weights(), snapshots[1]):
         np.testing.assert_array_equal(w, w_best)
@@ -237,28 +243,21 @@ def test_keep_best_on_subsets_keeps_their_own_epochs_without_changing_the_main_s
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 4)).astype("float32")
     y = keras.utils.to_categorical((x[:, 0] > 0).astype(int), 2)
-    # the score is the mean label of the cases it is given, plus the epoch's bonus: the full set peaks at
-    # epoch 1, the first half (labels 0) at epoch 3, the second half (labels 1) at epoch 0
+    # each set of cases (told apart by its labels) scores by a fixed schedule: the whole set peaks at epoch 1,
+    # the first half (labels 0) at epoch 3, the second half (labels 1) at epoch 0
     labels = np.array([0] * 4 + [1] * 4)
-    bonus = {8: [0.2, 0.9, 0.5, 0.1], 4: None}
+    schedule = {"all": [0.2, 0.9, 0.5, 0.1], "first": [0.1, 0.2, 0.3, 0.4], "second": [0.4, 0.3, 0.2, 0.1]}
     epoch = {"n": -1}
     calls = []
 
     def score(yt, p):
         calls.append(len(yt))
-        if len(yt) == 8:
-            epoch["n"] += 1
-            return bonus[8][epoch["n"]]
-        return (yt.mean() == 0) * [0.1, 0.2, 0.3, 0.4][epoch["n"]] + (yt.mean() == 1) * [0.4, 0.3, 0.2, 0.1][epoch["n"]]
+        part = "all" if len(yt) == 8 else "first" if yt.mean() == 0 else "second"
+        epoch["n"] += part == "all"  # the whole set is scored first in every epoch
+        return schedule[part][epoch["n"]]
 
     keep = classify.KeepBest(x[:8], labels, score=score, subsets={"first": np.arange(4), "second": np.arange(4, 8)})
-    snapshots = []
-    record = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda e, logs: snapshots.append([np.array(w) for w in model.get_weights()])
-    )
-    model = _tiny_model(keras)
-    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="categorical_crossentropy")
-    model.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[record, keep])
+    model, snapshots = _fit_recording_weights(keras, x, y, keep)
     assert keep.best_epoch == 1 and keep.subset_best_epoch == {"first": 3, "second": 0}
     assert keep.subset_history["first"] == pytest.approx([0.1, 0.2, 0.3, 0.4])
     for w, w_best in zip(model.get_weights(), snapshots[1]):  # the model ends with the main selection
